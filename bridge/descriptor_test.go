@@ -1,0 +1,132 @@
+package bridge_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/grpcws/grpcws/bridge"
+	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
+	"github.com/grpcws/grpcws/internal/testbackend"
+)
+
+func serviceNames(services []protoreflect.ServiceDescriptor) []string {
+	var names []string
+	for _, s := range services {
+		names = append(names, string(s.FullName()))
+	}
+	return names
+}
+
+// chatNames returns the subprotocol names of the chat method a Handler
+// built from services serves.
+func chatNames(t *testing.T, services []protoreflect.ServiceDescriptor) []string {
+	t.Helper()
+	var svcs []bridge.Service
+	for _, d := range services {
+		svcs = append(svcs, bridge.Service{Desc: d, Conn: nopConn{}})
+	}
+	h, err := bridge.NewHandler(svcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range h.Routes() {
+		if r.Method == "/examples.chat.v1.ChatService/Chat" {
+			return r.Names
+		}
+	}
+	t.Fatalf("no chat route in %v", h.Routes())
+	return nil
+}
+
+func TestReflect(t *testing.T) {
+	t.Parallel()
+	b := testbackend.Start(t)
+	ctx := testContext(t)
+	services, err := bridge.Reflect(ctx, b.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := serviceNames(services)
+	for _, want := range []string{"examples.chat.v1.ChatService", "examples.echo.v1.EchoService", "grpc.testing.TestService"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("services %v; want %s among them", names, want)
+		}
+	}
+	for _, n := range names {
+		if n == "grpc.reflection.v1.ServerReflection" || n == "grpc.reflection.v1alpha.ServerReflection" {
+			t.Errorf("services %v include reflection itself", names)
+		}
+	}
+	// The alias is read from descriptors built at run time.
+	if got := chatNames(t, services); !slices.Equal(got, []string{"examples.chat.v1.ChatService.Chat", "chat.v1"}) {
+		t.Errorf("chat names %v; want the default and chat.v1", got)
+	}
+}
+
+func TestReflectUnavailable(t *testing.T) {
+	t.Parallel()
+	b := testbackend.Start(t)
+	b.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := bridge.Reflect(ctx, b.Conn); err == nil {
+		t.Fatal("Reflect against a stopped backend succeeded")
+	}
+}
+
+func TestReadDescriptorSet(t *testing.T) {
+	t.Parallel()
+	// A set with imports, as `buf build -o` writes it.
+	set := &descriptorpb.FileDescriptorSet{}
+	var add func(f protoreflect.FileDescriptor)
+	seen := map[string]bool{}
+	add = func(f protoreflect.FileDescriptor) {
+		if seen[f.Path()] {
+			return
+		}
+		seen[f.Path()] = true
+		for i := range f.Imports().Len() {
+			add(f.Imports().Get(i).FileDescriptor)
+		}
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
+	}
+	add(chatv1.File_examples_chat_v1_chat_proto)
+	b, err := proto.Marshal(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "api.binpb")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	services, err := bridge.ReadDescriptorSet(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := serviceNames(services); !slices.Equal(got, []string{"examples.chat.v1.ChatService"}) {
+		t.Fatalf("services %v; want the chat service", got)
+	}
+	if got := chatNames(t, services); !slices.Equal(got, []string{"examples.chat.v1.ChatService.Chat", "chat.v1"}) {
+		t.Errorf("chat names %v; want the default and chat.v1", got)
+	}
+
+	if _, err := bridge.ReadDescriptorSet(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("a missing file gave no error")
+	}
+	junk := filepath.Join(t.TempDir(), "junk")
+	if err := os.WriteFile(junk, []byte("not a descriptor set"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bridge.ReadDescriptorSet(junk); err == nil {
+		t.Error("junk gave no error")
+	}
+}

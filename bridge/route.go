@@ -1,0 +1,212 @@
+package bridge
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	grpcwsv1 "github.com/grpcws/grpcws/gen/grpcws/v1"
+)
+
+const (
+	jsonSuffix  = "+json"
+	tokenPrefix = "base64url.bearer.grpcws."
+)
+
+// A Service is a gRPC service the bridge exposes, and the connection to the
+// backend that serves it. The Handler does not own Conn: it never closes it.
+type Service struct {
+	Desc protoreflect.ServiceDescriptor
+	Conn grpc.ClientConnInterface
+}
+
+// A Route is one method the bridge serves.
+type Route struct {
+	// Method is the gRPC method name, "/package.Service/Method".
+	Method string
+	// Names are the subprotocols that select the method: the default name
+	// first, then the name from the grpcws.v1.subprotocol option, if any.
+	// Each also selects the JSON encoding with the suffix "+json".
+	Names []string
+	// ClientStreams and ServerStreams tell the RPC kind.
+	ClientStreams, ServerStreams bool
+}
+
+// route is a Route with what a session needs to serve it.
+type route struct {
+	Route
+	desc   *grpc.StreamDesc
+	conn   grpc.ClientConnInterface
+	input  protoreflect.MessageType
+	output protoreflect.MessageType
+}
+
+// routeTable maps subprotocol names to routes. It is built once and then
+// only read.
+type routeTable struct {
+	byName map[string]*route
+	routes []Route
+	types  *dynamicpb.Types // for JSON: resolves Any and extensions
+}
+
+func newRouteTable(services []Service) (*routeTable, error) {
+	t := &routeTable{byName: map[string]*route{}}
+	files := new(protoregistry.Files)
+	seen := map[protoreflect.FullName]bool{}
+	for i, s := range services {
+		if s.Desc == nil {
+			return nil, fmt.Errorf("bridge: services[%d] has no descriptor", i)
+		}
+		if s.Conn == nil {
+			return nil, fmt.Errorf("bridge: service %s has no connection", s.Desc.FullName())
+		}
+		if seen[s.Desc.FullName()] {
+			return nil, fmt.Errorf("bridge: service %s registered twice", s.Desc.FullName())
+		}
+		seen[s.Desc.FullName()] = true
+		if err := addFile(files, s.Desc.ParentFile()); err != nil {
+			return nil, err
+		}
+		methods := s.Desc.Methods()
+		for j := range methods.Len() {
+			m := methods.Get(j)
+			r := &route{
+				Route: Route{
+					Method:        "/" + string(s.Desc.FullName()) + "/" + string(m.Name()),
+					Names:         []string{string(s.Desc.FullName()) + "." + string(m.Name())},
+					ClientStreams: m.IsStreamingClient(),
+					ServerStreams: m.IsStreamingServer(),
+				},
+				conn:   s.Conn,
+				input:  dynamicpb.NewMessageType(m.Input()),
+				output: dynamicpb.NewMessageType(m.Output()),
+			}
+			r.desc = &grpc.StreamDesc{
+				StreamName:    string(m.Name()),
+				ClientStreams: r.ClientStreams,
+				ServerStreams: r.ServerStreams,
+			}
+			alias, err := subprotocolOption(m)
+			if err != nil {
+				return nil, err
+			}
+			if alias != "" && alias != r.Names[0] {
+				r.Names = append(r.Names, alias)
+			}
+			for _, name := range r.Names {
+				if err := checkRouteName(name); err != nil {
+					return nil, fmt.Errorf("bridge: method %s: %w", r.Method, err)
+				}
+				if other, ok := t.byName[name]; ok {
+					return nil, fmt.Errorf("bridge: subprotocol %q names both %s and %s", name, other.Method, r.Method)
+				}
+				t.byName[name] = r
+			}
+			t.routes = append(t.routes, r.Route)
+		}
+	}
+	sort.Slice(t.routes, func(i, j int) bool { return t.routes[i].Method < t.routes[j].Method })
+	t.types = dynamicpb.NewTypes(files)
+	return t, nil
+}
+
+// lookup returns the route an offered subprotocol selects, and whether it
+// selects the JSON encoding.
+func (t *routeTable) lookup(offered string) (r *route, json bool) {
+	if r, ok := t.byName[offered]; ok {
+		return r, false
+	}
+	if name, ok := strings.CutSuffix(offered, jsonSuffix); ok {
+		if r, ok := t.byName[name]; ok {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// addFile registers f and, first, its imports, skipping files already there.
+func addFile(files *protoregistry.Files, f protoreflect.FileDescriptor) error {
+	if _, err := files.FindFileByPath(f.Path()); err == nil {
+		return nil
+	}
+	imports := f.Imports()
+	for i := range imports.Len() {
+		if err := addFile(files, imports.Get(i).FileDescriptor); err != nil {
+			return err
+		}
+	}
+	if err := files.RegisterFile(f); err != nil {
+		return fmt.Errorf("bridge: register %s: %w", f.Path(), err)
+	}
+	return nil
+}
+
+// optionTypes resolves the grpcws.v1.subprotocol extension when method
+// options are decoded again (see subprotocolOption).
+var optionTypes = func() *protoregistry.Types {
+	t := new(protoregistry.Types)
+	if err := t.RegisterExtension(grpcwsv1.E_Subprotocol); err != nil {
+		panic(err)
+	}
+	return t
+}()
+
+// subprotocolOption reads the grpcws.v1.subprotocol option of m. Options of
+// descriptors built at run time (descriptor sets, reflection) may hold the
+// extension as unknown fields, or as a dynamic extension that GetExtension
+// does not match, so the options are encoded and decoded again with a
+// resolver that knows the extension.
+func subprotocolOption(m protoreflect.MethodDescriptor) (string, error) {
+	opts := m.Options()
+	if opts == nil {
+		return "", nil
+	}
+	b, err := proto.Marshal(opts)
+	if err != nil {
+		return "", fmt.Errorf("bridge: method %s: options: %w", m.FullName(), err)
+	}
+	var mo descriptorpb.MethodOptions
+	if err := (proto.UnmarshalOptions{Resolver: optionTypes}).Unmarshal(b, &mo); err != nil {
+		return "", fmt.Errorf("bridge: method %s: options: %w", m.FullName(), err)
+	}
+	return proto.GetExtension(&mo, grpcwsv1.E_Subprotocol).(string), nil
+}
+
+// checkRouteName reports whether name can be a route's subprotocol.
+func checkRouteName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("empty subprotocol name")
+	case !isToken(name):
+		return fmt.Errorf("subprotocol %q is not an HTTP token", name)
+	case strings.HasSuffix(name, jsonSuffix):
+		return fmt.Errorf("subprotocol %q ends in %q", name, jsonSuffix)
+	case strings.HasPrefix(name, tokenPrefix[:len("base64url.bearer.")]):
+		return fmt.Errorf("subprotocol %q starts with %q", name, "base64url.bearer.")
+	}
+	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110, section 5.6.2).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
