@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"errors"
 	"strings"
 	"unicode/utf8"
 
@@ -64,12 +63,6 @@ func (f *failure) closeCode() websocket.StatusCode {
 	}
 	return closeCode(f.status)
 }
-
-// Errors that end a connection without a status to the client.
-var (
-	errClientClosed = errors.New("client closed the connection")
-	errClientGone   = errors.New("client connection lost")
-)
 
 func invalidArgument(msg string) *failure {
 	return &failure{status: status.New(codes.InvalidArgument, msg)}

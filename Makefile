@@ -1,0 +1,64 @@
+# Tools are pinned: protoc-gen-go and protoc-gen-go-grpc as tool directives
+# in go.mod, buf through package-lock.json, staticcheck by version below.
+BUF := node_modules/.bin/buf
+STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GO_TEST_FLAGS ?=
+FUZZTIME ?= 3s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Run the bridge with the built-in demo backend on 127.0.0.1:8080
+	go run ./cmd/grpcws --demo
+
+.PHONY: test
+test: ## Run every test with the race detector, then each fuzz target briefly
+	go test -race -count=1 $(GO_TEST_FLAGS) ./...
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (make fuzz FUZZTIME=60s)
+	@set -e; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		dir=$$(dirname $$file); \
+		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+			echo "fuzz $$dir $$name ($(FUZZTIME))"; \
+			go test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$dir; \
+		done; \
+	done
+
+.PHONY: bench
+bench: ## Benchmarks against direct gRPC (not yet written)
+	@echo "bench: not implemented yet"
+
+.PHONY: build
+build: ## Build bin/grpcws
+	go build -o bin/grpcws ./cmd/grpcws
+
+.PHONY: tools
+tools: $(BUF) ## Install the pinned build tools
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: generate
+generate: tools ## Regenerate gen/ from proto/
+	$(BUF) generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## Fail if gen/ differs from what proto/ generates
+	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
+		echo "gen/ is out of date: run 'make generate' and commit the result"; \
+		git status --porcelain -- gen; git --no-pager diff -- gen | head -50; exit 1; \
+	fi
+
+.PHONY: lint
+lint: tools ## go vet, staticcheck, buf lint, buf format
+	go vet ./...
+	$(STATICCHECK) ./...
+	$(BUF) lint
+	$(BUF) format -d --exit-code
