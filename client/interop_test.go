@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -67,7 +66,7 @@ func TestInterop(t *testing.T) {
 		{"unimplemented_method", func(ctx context.Context) {
 			// interop.DoUnimplementedMethod takes a *grpc.ClientConn; this is
 			// its body on the Go client.
-			err := conn.Invoke(ctx, "/grpc.testing.TestService/UnimplementedCall", &testpb.Empty{}, &testpb.Empty{})
+			err := conn.Invoke(ctx, "/grpc.testing.TestService/UnimplementedCall", &testgrpc.Empty{}, &testgrpc.Empty{})
 			if status.Code(err) != codes.Unimplemented {
 				panic(interopFailure(fmt.Sprintf("UnimplementedCall = %v; want UNIMPLEMENTED", err)))
 			}
