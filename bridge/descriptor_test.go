@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/grpcws/grpcws/bridge"
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
@@ -85,29 +82,7 @@ func TestReflectUnavailable(t *testing.T) {
 
 func TestReadDescriptorSet(t *testing.T) {
 	t.Parallel()
-	// A set with imports, as `buf build -o` writes it.
-	set := &descriptorpb.FileDescriptorSet{}
-	var add func(f protoreflect.FileDescriptor)
-	seen := map[string]bool{}
-	add = func(f protoreflect.FileDescriptor) {
-		if seen[f.Path()] {
-			return
-		}
-		seen[f.Path()] = true
-		for i := range f.Imports().Len() {
-			add(f.Imports().Get(i).FileDescriptor)
-		}
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
-	}
-	add(chatv1.File_examples_chat_v1_chat_proto)
-	b, err := proto.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "api.binpb")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testbackend.WriteDescriptorSet(t, chatv1.File_examples_chat_v1_chat_proto)
 	services, err := bridge.ReadDescriptorSet(path)
 	if err != nil {
 		t.Fatal(err)

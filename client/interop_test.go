@@ -22,9 +22,11 @@ type interopLogger struct{ grpclog.LoggerV2 }
 
 type interopFailure string
 
-func (interopLogger) Fatal(args ...any)                 { panic(interopFailure(fmt.Sprint(args...))) }
-func (interopLogger) Fatalln(args ...any)               { panic(interopFailure(fmt.Sprintln(args...))) }
-func (interopLogger) Fatalf(format string, args ...any) { panic(interopFailure(fmt.Sprintf(format, args...))) }
+func (interopLogger) Fatal(args ...any)   { panic(interopFailure(fmt.Sprint(args...))) }
+func (interopLogger) Fatalln(args ...any) { panic(interopFailure(fmt.Sprintln(args...))) }
+func (interopLogger) Fatalf(format string, args ...any) {
+	panic(interopFailure(fmt.Sprintf(format, args...)))
+}
 
 func init() {
 	// Before any gRPC code runs, as grpclog requires.

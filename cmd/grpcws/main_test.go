@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,12 +14,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
 func TestMain(m *testing.M) {
@@ -125,9 +121,10 @@ func TestDemo(t *testing.T) {
 	c.Close(websocket.StatusNormalClosure, "")
 }
 
-func TestDescriptors(t *testing.T) {
-	t.Parallel()
-	// A backend without reflection, and a descriptor set for it.
+// echoOnly starts a backend with the echo service and no reflection, and
+// returns its address.
+func echoOnly(t *testing.T) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -135,32 +132,14 @@ func TestDescriptors(t *testing.T) {
 	s := grpc.NewServer()
 	echov1.RegisterEchoServiceServer(s, &demo.EchoServer{})
 	go s.Serve(lis)
-	defer s.Stop()
+	t.Cleanup(s.Stop)
+	return lis.Addr().String()
+}
 
-	set := &descriptorpb.FileDescriptorSet{}
-	seen := map[string]bool{}
-	var add func(f protoreflect.FileDescriptor)
-	add = func(f protoreflect.FileDescriptor) {
-		if seen[f.Path()] {
-			return
-		}
-		seen[f.Path()] = true
-		for i := range f.Imports().Len() {
-			add(f.Imports().Get(i).FileDescriptor)
-		}
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
-	}
-	add(echov1.File_examples_echo_v1_echo_proto)
-	b, err := proto.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "api.binpb")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	addr := start(t, "--backend", lis.Addr().String(), "--descriptors", path)
+func TestDescriptors(t *testing.T) {
+	t.Parallel()
+	path := testbackend.WriteDescriptorSet(t, echov1.File_examples_echo_v1_echo_proto)
+	addr := start(t, "--backend", echoOnly(t), "--descriptors", path)
 	if got, code := echo(t, addr, "examples.echo.v1.EchoService.Echo", "from a set"); got != "from a set" || code != websocket.StatusNormalClosure {
 		t.Errorf("echo: %q, close %d; want 'from a set', 1000", got, code)
 	}
@@ -193,15 +172,7 @@ func TestFlagErrors(t *testing.T) {
 
 func TestBackendWithoutReflection(t *testing.T) {
 	t.Parallel()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	echov1.RegisterEchoServiceServer(s, &demo.EchoServer{})
-	go s.Serve(lis)
-	defer s.Stop()
-	err = run(context.Background(), []string{"--listen", "127.0.0.1:0", "--backend", lis.Addr().String()}, io.Discard, io.Discard)
+	err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--backend", echoOnly(t)}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--descriptors") {
 		t.Errorf("run = %v; want an error that suggests --descriptors", err)
 	}
