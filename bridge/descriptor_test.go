@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,8 +11,15 @@ import (
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/reflection"
+	v1alphagrpc "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+
 	"github.com/grpcws/grpcws/bridge"
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
+	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
+	"github.com/grpcws/grpcws/internal/demo"
 	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
@@ -103,5 +111,32 @@ func TestReadDescriptorSet(t *testing.T) {
 	}
 	if _, err := bridge.ReadDescriptorSet(junk); err == nil {
 		t.Error("junk gave no error")
+	}
+}
+
+func TestReflectV1Alpha(t *testing.T) {
+	t.Parallel()
+	// A backend that has only the older reflection API.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	echov1.RegisterEchoServiceServer(s, &demo.EchoServer{})
+	v1alphagrpc.RegisterServerReflectionServer(s, reflection.NewServer(reflection.ServerOptions{Services: s}))
+	go s.Serve(lis)
+	defer s.Stop()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+
+	services, err := bridge.Reflect(testContext(t), cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := serviceNames(services); !slices.Equal(got, []string{"examples.echo.v1.EchoService"}) {
+		t.Errorf("services %v; want the echo service", got)
 	}
 }

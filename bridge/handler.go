@@ -117,7 +117,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	mode := websocket.CompressionDisabled
 	if h.cfg.compression {
-		mode = websocket.CompressionContextTakeover
+		mode = websocket.CompressionNoContextTakeover // no per-connection dictionary
 	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       subprotocols,

@@ -668,3 +668,30 @@ func TestNewHandlerErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestCompression(t *testing.T) {
+	t.Parallel()
+	for _, enabled := range []bool{false, true} {
+		t.Run(fmt.Sprint(enabled), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, bridge.WithCompression(enabled))
+			ctx := testContext(t)
+			c, res, err := websocket.Dial(ctx, f.url, &websocket.DialOptions{
+				Subprotocols:    []string{echoRoute},
+				CompressionMode: websocket.CompressionNoContextTakeover,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			if got := res.Header.Get("Sec-WebSocket-Extensions") != ""; got != enabled {
+				t.Errorf("compression negotiated: %v; want %v", got, enabled)
+			}
+			send(t, ctx, c, &echov1.EchoRequest{Message: strings.Repeat("compressible ", 1000)})
+			r := readAll(t, ctx, c)
+			if r.close != websocket.StatusNormalClosure || len(r.binary) != 1 {
+				t.Fatalf("close %d, %d messages; want 1000, 1", r.close, len(r.binary))
+			}
+		})
+	}
+}
