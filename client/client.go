@@ -292,7 +292,9 @@ func (s *stream) SendMsg(m any) error {
 	default:
 	}
 	if err := s.conn.Write(s.ctx, websocket.MessageBinary, b); err != nil {
-		return s.writeFailed()
+		// As in gRPC: the RPC is over (cancelled, past its deadline, or
+		// closed by the bridge), and RecvMsg returns its status.
+		return io.EOF
 	}
 	s.sentMsgs++
 	return nil
@@ -314,20 +316,6 @@ func (s *stream) CloseSend() error {
 		return nil
 	}
 	return nil
-}
-
-// writeFailed returns what SendMsg reports when a write fails: the context's
-// error, or io.EOF so that the caller turns to RecvMsg for the status.
-func (s *stream) writeFailed() error {
-	select {
-	case <-s.ended:
-		return io.EOF
-	default:
-	}
-	if err := s.ctx.Err(); err != nil {
-		return status.FromContextError(err).Err()
-	}
-	return io.EOF
 }
 
 // RecvMsg receives one message into m. It returns io.EOF when the RPC ended
