@@ -31,8 +31,16 @@ fuzz: ## Run every fuzz target for FUZZTIME (make fuzz FUZZTIME=60s)
 	done
 
 .PHONY: bench
-bench: ## Benchmarks against direct gRPC (not yet written)
-	@echo "bench: not implemented yet"
+bench: build ## Compare the bridge with direct gRPC: the short run, under 2 minutes
+	go build -o bin/grpcws-bench ./cmd/grpcws-bench
+	bin/grpcws-bench -bridge bin/grpcws
+	go test -run='^$$' -bench=. -benchmem -benchtime=20000x ./bridge
+
+.PHONY: bench-full
+bench-full: build ## The full comparison, idle 10,000 and scale 15,000 streams (several minutes)
+	go build -o bin/grpcws-bench ./cmd/grpcws-bench
+	bin/grpcws-bench -bridge bin/grpcws -full
+	go test -run='^$$' -bench=. -benchmem -benchtime=5s ./bridge
 
 .PHONY: build
 build: ## Build bin/grpcws

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -40,6 +42,8 @@ type session struct {
 	stopped  bool     // no more pings
 	pinger   *time.Timer
 	pinging  sync.WaitGroup
+	watchdog *time.Timer // closes a connection whose write stalls
+	stalled  atomic.Bool
 	outcome  string // what ended the RPC, for the log
 	msgsIn   int64  // written by upstream only
 	bytesIn  int64
@@ -48,7 +52,10 @@ type session struct {
 }
 
 func newSession(h *Handler, rt *route, json bool, conn *websocket.Conn, log *slog.Logger) *session {
-	return &session{h: h, route: rt, json: json, conn: conn, log: log, start: time.Now(), cancel: func() {}}
+	s := &session{h: h, route: rt, json: json, conn: conn, log: log, start: time.Now(), cancel: func() {}}
+	s.watchdog = time.AfterFunc(time.Hour, s.writeStalled)
+	s.watchdog.Stop()
+	return s
 }
 
 // fail ends the RPC for a reason of the bridge's own. The first failure
@@ -129,52 +136,57 @@ func (s *session) upstream(stream grpc.ClientStream) {
 			_ = stream.CloseSend() // fails only when the stream has ended; RecvMsg reports that
 		}
 	}
+	var out frame // reused: Marshal takes its buffers
 	for {
-		typ, b, err := s.conn.Read(ctx)
+		typ, r, err := s.conn.Reader(ctx)
 		if err != nil {
 			s.readFailed(err)
 			return
 		}
-		if typ == websocket.MessageText && !utf8.Valid(b) {
-			s.fail(&failure{status: status.New(codes.InvalidArgument, "grpcws: text frame is not valid UTF-8"), code: closeInvalidUTF8})
+		buf, err := readMessage(r)
+		if err != nil {
+			s.readFailed(err)
 			return
 		}
-		if typ == websocket.MessageText && len(b) > 0 && b[0] == '#' {
-			c, err := parseClientControl(b)
-			if err != nil {
-				s.fail(invalidArgument("grpcws: malformed control frame: " + err.Error()))
+		b := buf.ReadOnlyData()
+		if typ == websocket.MessageText {
+			if f := s.control(b, &halfClosed); f != nil {
+				buf.Free()
+				switch f {
+				case errSkip:
+					continue
+				case errEndSend:
+					closeSend()
+					continue
+				}
+				s.fail(f)
 				return
 			}
-			if c.GetEndSend() == nil {
-				continue // a control frame of a later version: skip it
-			}
-			switch {
-			case halfClosed:
-				s.fail(invalidArgument("grpcws: end of send after end of send"))
-				return
-			case !s.route.ClientStreams:
-				s.fail(invalidArgument("grpcws: end of send before the request: this method takes exactly one message"))
-				return
-			}
-			closeSend()
-			continue
+			// a JSON message
 		}
-
 		if halfClosed {
+			buf.Free()
 			s.fail(invalidArgument("grpcws: message after end of send"))
 			return
 		}
-		msg, f := s.decode(typ, b)
+		msg, f := s.decode(typ, b, buf)
 		if f != nil {
 			s.fail(f)
 			return
 		}
 		s.msgsIn++
 		s.bytesIn += int64(len(b))
-		if !sendDone {
-			if err := stream.SendMsg(&frame{b: msg}); err != nil {
+		if sendDone {
+			msg.Free()
+		} else {
+			out.data = msg
+			if err := stream.SendMsg(&out); err != nil {
 				// io.EOF: the RPC ended, and RecvMsg returns its status.
 				sendDone = true
+			}
+			if out.data != nil { // SendMsg failed before it took the buffers
+				out.data.Free()
+				out.data = nil
 			}
 		}
 		if !s.route.ClientStreams {
@@ -183,14 +195,49 @@ func (s *session) upstream(stream grpc.ClientStream) {
 	}
 }
 
-// decode turns a message frame from the client into protobuf bytes.
-func (s *session) decode(typ websocket.MessageType, b []byte) ([]byte, *failure) {
+// Results of control for frames that end no RPC.
+var (
+	errSkip    = &failure{}
+	errEndSend = &failure{}
+)
+
+// control handles a text frame: a control frame returns errSkip, errEndSend
+// or a failure; a JSON message returns nil.
+func (s *session) control(b []byte, halfClosed *bool) *failure {
+	if !utf8.Valid(b) {
+		return &failure{status: status.New(codes.InvalidArgument, "grpcws: text frame is not valid UTF-8"), code: closeInvalidUTF8}
+	}
+	if len(b) == 0 || b[0] != '#' {
+		if !s.json {
+			return invalidArgument("grpcws: text frame that is not a control frame (those start with '#'): send messages as binary frames")
+		}
+		return nil
+	}
+	c, err := parseClientControl(b)
+	if err != nil {
+		return invalidArgument("grpcws: malformed control frame: " + err.Error())
+	}
+	switch {
+	case c.GetEndSend() == nil:
+		return errSkip // a control frame of a later version
+	case *halfClosed:
+		return invalidArgument("grpcws: end of send after end of send")
+	case !s.route.ClientStreams:
+		return invalidArgument("grpcws: end of send before the request: this method takes exactly one message")
+	}
+	return errEndSend
+}
+
+// decode turns a message frame from the client, b in buf, into the
+// protobuf message to send. It consumes buf: it frees it, or passes it on in
+// the result.
+func (s *session) decode(typ websocket.MessageType, b []byte, buf mem.Buffer) (mem.BufferSlice, *failure) {
 	switch {
 	case typ == websocket.MessageBinary && s.json:
+		buf.Free()
 		return nil, invalidArgument("grpcws: binary frame in the JSON encoding: send messages as text frames")
-	case typ == websocket.MessageText && !s.json:
-		return nil, invalidArgument("grpcws: text frame that is not a control frame (those start with '#'): send messages as binary frames")
 	case s.json:
+		defer buf.Free()
 		m := s.route.input.New().Interface()
 		if err := (protojson.UnmarshalOptions{Resolver: s.h.routes.types}).Unmarshal(b, m); err != nil {
 			return nil, invalidArgument(fmt.Sprintf("grpcws: message is not a valid %s in JSON: %v", m.ProtoReflect().Descriptor().FullName(), err))
@@ -199,14 +246,15 @@ func (s *session) decode(typ websocket.MessageType, b []byte) ([]byte, *failure)
 		if err != nil {
 			return nil, invalidArgument(fmt.Sprintf("grpcws: message: %v", err))
 		}
-		return out, nil
+		return mem.BufferSlice{mem.SliceBuffer(out)}, nil
 	case s.h.cfg.validation:
 		m := s.route.input.New().Interface()
 		if err := (proto.UnmarshalOptions{Resolver: s.h.routes.types}).Unmarshal(b, m); err != nil {
+			buf.Free()
 			return nil, invalidArgument(fmt.Sprintf("grpcws: message is not a valid %s: %v", m.ProtoReflect().Descriptor().FullName(), err))
 		}
 	}
-	return b, nil
+	return mem.BufferSlice{buf}, nil
 }
 
 // readFailed classifies the error that ended reading from the client.
@@ -246,35 +294,53 @@ func (s *session) downstream(stream grpc.ClientStream) {
 		}
 	}
 	var err error
+	var in frame // reused: each message's buffers are freed once written
 	for s.failure() == nil {
-		var f frame
-		if err = stream.RecvMsg(&f); err != nil {
+		if err = stream.RecvMsg(&in); err != nil {
 			break
 		}
-		out, typ := f.b, websocket.MessageBinary
-		if s.json {
-			if out, err = s.encodeJSON(f.b); err != nil {
-				s.fail(&failure{status: status.Newf(codes.Internal, "grpcws: backend message: %v", err)})
-				break
+		n, werr := s.writeMessage(in.data)
+		in.data.Free()
+		in.data = nil
+		if werr != nil {
+			if s.failure() == nil {
+				s.writeFailed(werr)
 			}
-			typ = websocket.MessageText
-		}
-		if werr := s.write(typ, out); werr != nil {
-			s.writeFailed(werr)
 			break
 		}
 		s.msgsOut++
-		s.bytesOut += int64(len(out))
+		s.bytesOut += int64(n)
 	}
 	if err == nil {
 		// A failure stopped the loop: the backend stream is cancelled;
 		// wait for it to end so its trailers and goroutines are released.
 		for err == nil {
-			var f frame
-			err = stream.RecvMsg(&f)
+			if err = stream.RecvMsg(&in); err == nil {
+				in.data.Free()
+				in.data = nil
+			}
 		}
 	}
 	s.end(stream, err)
+}
+
+// writeMessage writes one message from the backend to the client and
+// returns the bytes written.
+func (s *session) writeMessage(data mem.BufferSlice) (int, error) {
+	if s.json {
+		out, err := s.encodeJSON(data.Materialize())
+		if err != nil {
+			s.fail(&failure{status: status.Newf(codes.Internal, "grpcws: backend message: %v", err)})
+			return 0, err
+		}
+		return len(out), s.write(websocket.MessageText, out)
+	}
+	if len(data) == 1 {
+		b := data[0].ReadOnlyData()
+		return len(b), s.write(websocket.MessageBinary, b)
+	}
+	// Large messages arrive in several buffers: one WebSocket message.
+	return data.Len(), s.writeBuffers(data)
 }
 
 // end writes the end frame for the RPC's final status and closes the
@@ -322,23 +388,55 @@ func (s *session) end(stream grpc.ClientStream, err error) {
 	_ = s.conn.Close(code, closeReason(st.Message()))
 }
 
-// write writes one frame within the write timeout. On timeout the
-// WebSocket layer closes the connection.
+// errWriteStalled is what a write returns when the watchdog closed the
+// connection.
+var errWriteStalled = errors.New("write stalled")
+
+// write writes one frame. Writes take no context, which would cost a timer
+// per frame: the session's watchdog closes the connection instead when one
+// write takes longer than the write timeout.
 func (s *session) write(typ websocket.MessageType, b []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.h.cfg.writeTimeout)
-	defer cancel()
-	return s.conn.Write(ctx, typ, b)
+	s.watchdog.Reset(s.h.cfg.writeTimeout)
+	err := s.conn.Write(context.Background(), typ, b)
+	return s.wrote(err)
+}
+
+// writeBuffers writes data as one binary message.
+func (s *session) writeBuffers(data mem.BufferSlice) error {
+	s.watchdog.Reset(s.h.cfg.writeTimeout)
+	w, err := s.conn.Writer(context.Background(), websocket.MessageBinary)
+	if err == nil {
+		for _, b := range data {
+			if _, err = w.Write(b.ReadOnlyData()); err != nil {
+				break
+			}
+		}
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return s.wrote(err)
+}
+
+func (s *session) wrote(err error) error {
+	if !s.watchdog.Stop() && s.stalled.Load() {
+		return errWriteStalled
+	}
+	return err
+}
+
+// writeStalled runs when a write took longer than the write timeout.
+func (s *session) writeStalled() {
+	s.stalled.Store(true)
+	s.fail(&failure{silent: true, status: status.Newf(codes.Unavailable, "grpcws: client took no data for %v", s.h.cfg.writeTimeout)})
+	_ = s.conn.CloseNow()
 }
 
 func (s *session) writeFailed(err error) {
 	if s.failure() != nil {
 		return // the connection was closed for another reason
 	}
-	msg := "grpcws: client connection lost: " + err.Error()
-	if errors.Is(err, context.DeadlineExceeded) {
-		msg = fmt.Sprintf("grpcws: client took no data for %v", s.h.cfg.writeTimeout)
-	}
-	s.fail(&failure{silent: true, status: status.New(codes.Unavailable, msg)})
+	s.fail(&failure{silent: true, status: status.New(codes.Unavailable, "grpcws: client connection lost: "+err.Error())})
 }
 
 func (s *session) encodeJSON(b []byte) ([]byte, error) {
@@ -394,6 +492,7 @@ func (s *session) stopPings() {
 	}
 	s.mu.Unlock()
 	s.pinging.Wait()
+	s.watchdog.Stop()
 }
 
 // logEnd writes one line per RPC.

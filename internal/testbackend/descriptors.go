@@ -5,10 +5,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/grpcws/grpcws/internal/descset"
 )
 
 // WriteDescriptorSet writes files and their imports as a descriptor set, the
@@ -16,23 +15,7 @@ import (
 // returns its path.
 func WriteDescriptorSet(t testing.TB, files ...protoreflect.FileDescriptor) string {
 	t.Helper()
-	set := &descriptorpb.FileDescriptorSet{}
-	seen := map[string]bool{}
-	var add func(f protoreflect.FileDescriptor)
-	add = func(f protoreflect.FileDescriptor) {
-		if seen[f.Path()] {
-			return
-		}
-		seen[f.Path()] = true
-		for i := range f.Imports().Len() {
-			add(f.Imports().Get(i).FileDescriptor)
-		}
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
-	}
-	for _, f := range files {
-		add(f)
-	}
-	b, err := proto.Marshal(set)
+	b, err := descset.Marshal(files...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// idle opens n bridged streams, each after one round trip left idle, and
+// reports the bridge's resident memory per stream.
+func idle(ctx context.Context, e *env, n int, w io.Writer) error {
+	pid := e.bridge.Process.Pid
+	settle := func() { time.Sleep(2 * time.Second) }
+	settle()
+	before, err := rss(pid)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	ps, err := openAll(ctx, e, openBridged, n, 64)
+	if err != nil {
+		return fmt.Errorf("idle: %w", err)
+	}
+	opened := time.Since(t0)
+	settle()
+	after, err := rss(pid)
+	closeAll(ps)
+	if err != nil {
+		return err
+	}
+	per := float64(after-before) / float64(n) / 1024
+	fmt.Fprintf(w, "idle: %d streams opened in %v; bridge RSS %.1f MiB → %.1f MiB: %.1f KiB per idle stream (target ≤ 24 KiB: %v)\n\n",
+		n, opened.Round(time.Millisecond), float64(before)/(1<<20), float64(after)/(1<<20), per, per <= 24)
+	return nil
+}
+
+// scale holds n bridged streams for d, sending one message on each every
+// few seconds, and reports failures, latency and memory.
+func scale(ctx context.Context, e *env, n int, d time.Duration, w io.Writer) error {
+	const every = 5 * time.Second
+	t0 := time.Now()
+	ps, err := openAll(ctx, e, openBridged, n, 64)
+	if err != nil {
+		return fmt.Errorf("scale: open: %w", err)
+	}
+	defer closeAll(ps)
+	fmt.Fprintf(w, "scale: %d streams open after %v; each sends one message every %v for %v\n", n, time.Since(t0).Round(time.Millisecond), every, d)
+
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lat      []time.Duration
+		ok, fail atomic.Int64
+	)
+	end := time.Now().Add(d)
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := time.Now().Add(time.Duration(rand.Int64N(int64(every)))) // spread the load
+			for {
+				if !next.Before(end) {
+					return
+				}
+				time.Sleep(time.Until(next))
+				next = next.Add(every)
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				t := time.Now()
+				err := p.roundTrip(rctx)
+				cancel()
+				if err != nil {
+					fail.Add(1)
+					return // the stream is gone
+				}
+				ok.Add(1)
+				mu.Lock()
+				lat = append(lat, time.Since(t))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	mem, err := rss(e.bridge.Process.Pid)
+	if err != nil {
+		return err
+	}
+	slices.Sort(lat)
+	fmt.Fprintf(w, "scale: %d round trips, %d failures; p50 %v, p99 %v; bridge RSS %.1f MiB (%.1f KiB per stream)\n\n",
+		ok.Load(), fail.Load(), round(percentile(lat, 0.5)), round(percentile(lat, 0.99)),
+		float64(mem)/(1<<20), float64(mem)/float64(n)/1024)
+	if fail.Load() > 0 {
+		return fmt.Errorf("scale: %d streams failed", fail.Load())
+	}
+	return nil
+}
