@@ -29,7 +29,7 @@ type env struct {
 	dir                     string
 }
 
-func startEnv(ctx context.Context, bridgePath string) (*env, error) {
+func startEnv(ctx context.Context, bridgePath string, extra []string) (*env, error) {
 	e := &env{}
 	var err error
 	if e.dir, err = os.MkdirTemp("", "grpcws-bench"); err != nil {
@@ -55,8 +55,9 @@ func startEnv(ctx context.Context, bridgePath string) (*env, error) {
 		e.close()
 		return nil, err
 	}
-	e.bridge = exec.CommandContext(ctx, bridgePath, "--listen", "127.0.0.1:0", "--backend", e.backendAddr,
-		"--descriptors", descriptors, "--log-level", "warn")
+	args := append([]string{"--listen", "127.0.0.1:0", "--backend", e.backendAddr,
+		"--descriptors", descriptors, "--log-level", "warn"}, extra...)
+	e.bridge = exec.CommandContext(ctx, bridgePath, args...)
 	if e.bridgeAddr, err = startProcess(e.bridge, "grpcws: listening on "); err != nil {
 		e.close()
 		return nil, fmt.Errorf("bridge %s: %w", bridgePath, err)

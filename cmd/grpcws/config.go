@@ -25,6 +25,7 @@ type config struct {
 	logFormat      string
 	logLevel       string
 	reflectTimeout time.Duration
+	pprofListen    string
 }
 
 // usageError is a bad command line: exit code 2.
@@ -50,6 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.validate, "validate", false, "parse every binary message from clients before forwarding it")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.pprofListen, "pprof-listen", "", "serve net/http/pprof on this `address` (off by default; keep it on 127.0.0.1)")
 	fs.DurationVar(&c.reflectTimeout, "reflect-timeout", 10*time.Second, "how long to wait for the backend's server reflection at startup")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -81,6 +83,11 @@ func (c *config) validateFlags() error {
 	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return fmt.Errorf("--listen %q: %v", c.listen, err)
+	}
+	if c.pprofListen != "" {
+		if _, _, err := net.SplitHostPort(c.pprofListen); err != nil {
+			return fmt.Errorf("--pprof-listen %q: %v", c.pprofListen, err)
+		}
 	}
 	if c.backend != "" && !strings.Contains(c.backend, "://") {
 		if _, _, err := net.SplitHostPort(c.backend); err != nil {

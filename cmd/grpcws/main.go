@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -100,6 +101,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("grpcws: route", slog.String("method", r.Method), slog.String("subprotocols", strings.Join(r.Names, " ")))
 	}
 
+	if cfg.pprofListen != "" {
+		stopPprof, err := servePprof(cfg.pprofListen, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
@@ -148,4 +157,29 @@ func (c *config) services(ctx context.Context, cc grpc.ClientConnInterface) ([]p
 		return nil, fmt.Errorf("%w (is the backend up, and does it serve reflection? else use --descriptors)", err)
 	}
 	return services, nil
+}
+
+// servePprof serves the runtime profiles on their own listener, never on
+// the public one.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	log.Info("grpcws: pprof listening", slog.String("addr", lis.Addr().String()))
+	return func() {
+		_ = srv.Close()
+		<-done
+	}, nil
 }
