@@ -27,7 +27,8 @@ const (
 
 // ChatServer implements examples.chat.v1.ChatService: rooms made on demand,
 // every message fanned out to every member of the room. A member too slow to
-// take its messages is dropped rather than slowing the room.
+// take its messages is dropped with RESOURCE_EXHAUSTED rather than slowing
+// the room. Make one with NewChatServer; it is safe for concurrent use.
 type ChatServer struct {
 	chatv1.UnimplementedChatServiceServer
 
@@ -47,7 +48,9 @@ func NewChatServer() *ChatServer {
 }
 
 // Chat serves one member: the first message joins a room, the rest are
-// said in it.
+// said in it. The RPC's goroutine sends; one more goroutine receives. That
+// one returns soon after the RPC does: gRPC cancels the stream when the
+// handler returns, which ends a pending Recv.
 func (c *ChatServer) Chat(stream grpc.BidiStreamingServer[chatv1.ChatRequest, chatv1.ChatResponse]) error {
 	req, err := stream.Recv()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -15,12 +16,18 @@ import (
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 )
 
-// EchoServer implements examples.echo.v1.EchoService.
+// maxResponseSize bounds EchoRequest.response_size, so that one request
+// cannot make the demo backend allocate gigabytes.
+const maxResponseSize = 64 << 20
+
+// EchoServer implements examples.echo.v1.EchoService. It has no state: the
+// zero value is ready and safe for concurrent use.
 type EchoServer struct {
 	echov1.UnimplementedEchoServiceServer
 }
 
-// Echo returns the request's message and payload.
+// Echo returns the request's message and payload, after the request's
+// delay, or fails as the request asks.
 func (*EchoServer) Echo(ctx context.Context, req *echov1.EchoRequest) (*echov1.EchoResponse, error) {
 	md := echoMetadata(ctx)
 	if err := grpc.SetHeader(ctx, md); err != nil {
@@ -29,7 +36,13 @@ func (*EchoServer) Echo(ctx context.Context, req *echov1.EchoRequest) (*echov1.E
 	if err := grpc.SetTrailer(ctx, md); err != nil {
 		return nil, err
 	}
-	if d := req.GetDelay().AsDuration(); req.GetDelay() != nil && d > 0 {
+	if err := checkFailure(req.GetFail()); err != nil {
+		return nil, err
+	}
+	if n := req.GetResponseSize(); n > maxResponseSize {
+		return nil, status.Errorf(codes.InvalidArgument, "response_size %d is over the demo's limit of %d bytes", n, maxResponseSize)
+	}
+	if d := req.GetDelay().AsDuration(); d > 0 {
 		if err := sleep(ctx, d); err != nil {
 			return nil, err
 		}
@@ -44,7 +57,8 @@ func (*EchoServer) Echo(ctx context.Context, req *echov1.EchoRequest) (*echov1.E
 	return res, nil
 }
 
-// Ticker sends count messages, one every interval.
+// Ticker sends count messages, one every interval, then fails if the
+// request asks it to. A count of 0 sends until the RPC is cancelled.
 func (*EchoServer) Ticker(req *echov1.TickerRequest, stream grpc.ServerStreamingServer[echov1.TickerResponse]) error {
 	ctx := stream.Context()
 	md := echoMetadata(ctx)
@@ -52,21 +66,44 @@ func (*EchoServer) Ticker(req *echov1.TickerRequest, stream grpc.ServerStreaming
 		return err
 	}
 	stream.SetTrailer(md)
-	interval := req.GetInterval().AsDuration()
-	for i := int32(1); req.GetCount() == 0 || i <= req.GetCount(); i++ {
-		if i > 1 && interval > 0 {
-			if err := sleep(ctx, interval); err != nil {
-				return err
+	if err := checkFailure(req.GetFail()); err != nil {
+		return err
+	}
+	count, interval := req.GetCount(), req.GetInterval().AsDuration()
+	if count < 0 {
+		return status.Errorf(codes.InvalidArgument, "count %d is negative", count)
+	}
+	if interval < 0 {
+		return status.Errorf(codes.InvalidArgument, "interval %v is negative", interval)
+	}
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for i := int32(1); count == 0 || i <= count; i++ {
+		if i > 1 && tick != nil {
+			select {
+			case <-tick:
+			case <-ctx.Done():
+				return status.FromContextError(ctx.Err()).Err()
 			}
+		} else if err := ctx.Err(); err != nil {
+			return status.FromContextError(err).Err()
 		}
 		if err := stream.Send(&echov1.TickerResponse{Message: req.GetMessage(), Index: i}); err != nil {
 			return err
+		}
+		if i == math.MaxInt32 {
+			break
 		}
 	}
 	return failure(req.GetFail())
 }
 
-// Upload counts the messages and bytes it receives.
+// Upload counts the messages and bytes it receives until the client
+// half-closes. A request with fail set ends the RPC with that status at once.
 func (*EchoServer) Upload(stream grpc.ClientStreamingServer[echov1.UploadRequest, echov1.UploadResponse]) error {
 	md := echoMetadata(stream.Context())
 	if err := stream.SetHeader(md); err != nil {
@@ -90,7 +127,8 @@ func (*EchoServer) Upload(stream grpc.ClientStreamingServer[echov1.UploadRequest
 	}
 }
 
-// Bidi answers every message as it arrives.
+// Bidi answers every message as it arrives, with its index counted from 1.
+// A request with fail set ends the RPC with that status at once.
 func (*EchoServer) Bidi(stream grpc.BidiStreamingServer[echov1.BidiRequest, echov1.BidiResponse]) error {
 	md := echoMetadata(stream.Context())
 	if err := stream.SetHeader(md); err != nil {
@@ -126,16 +164,23 @@ func echoMetadata(ctx context.Context) metadata.MD {
 	return out
 }
 
+// checkFailure refuses a Failure whose code is not a gRPC status code.
+func checkFailure(f *echov1.Failure) error {
+	if c := f.GetCode(); c < 0 || c > 16 {
+		return status.Errorf(codes.InvalidArgument, "fail.code %d is not a gRPC status code (0 to 16)", c)
+	}
+	return nil
+}
+
 // failure returns the status f asks for, or nil.
 func failure(f *echov1.Failure) error {
-	switch c := f.GetCode(); {
-	case c == 0:
-		return nil
-	case c < 1 || c > 16:
-		return status.Errorf(codes.InvalidArgument, "fail.code %d is not a gRPC status code (1 to 16)", c)
-	default:
-		return status.Error(codes.Code(c), f.GetMessage())
+	if err := checkFailure(f); err != nil {
+		return err
 	}
+	if f.GetCode() == 0 {
+		return nil
+	}
+	return status.Error(codes.Code(f.GetCode()), f.GetMessage())
 }
 
 // sleep waits for d or until ctx is done.
