@@ -16,8 +16,9 @@ run: ## Run the bridge with the built-in demo backend on 127.0.0.1:8080
 	go run ./cmd/grpcws --demo
 
 .PHONY: test
-test: ## Run every test with the race detector, then each fuzz target briefly
+test: ## Run every test with the race detector, each benchmark once, each fuzz target briefly
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
+	go test -run='^$$' -bench=. -benchtime=1x ./...
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz
