@@ -48,8 +48,10 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // initialReadSize is the first buffer a message from the client is read
-// into; it doubles until the message fits.
-const initialReadSize = 512
+// into; it doubles until the message fits. It is above gRPC's pooling
+// threshold (1 KiB): mem.NewBuffer does not return smaller buffers to the
+// pool, which would cost an allocation per message.
+const initialReadSize = 4 << 10
 
 // readMessage reads one message into a buffer from gRPC's pool.
 func readMessage(r io.Reader) (mem.Buffer, error) {
