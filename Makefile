@@ -3,7 +3,8 @@
 BUF := node_modules/.bin/buf
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_TEST_FLAGS ?=
-FUZZTIME ?= 3s
+FUZZTIME ?= 60s
+FUZZTIME_SHORT ?= 5s
 
 .DEFAULT_GOAL := help
 
@@ -19,17 +20,26 @@ run: ## Run the bridge with the built-in demo backend on 127.0.0.1:8080
 test: ## Run every test with the race detector, each benchmark once, each fuzz target briefly
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
 	go test -run='^$$' -bench=. -benchtime=1x ./...
-	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+	$(MAKE) fuzz-short
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME (make fuzz FUZZTIME=60s)
-	@set -e; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
-		dir=$$(dirname $$file); \
-		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
-			echo "fuzz $$dir $$name ($(FUZZTIME))"; \
-			go test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$dir; \
-		done; \
-	done
+fuzz: ## Run every fuzz target for FUZZTIME each (default 60s: make fuzz FUZZTIME=10m)
+	@$(call fuzz-each,$(FUZZTIME))
+
+.PHONY: fuzz-short
+fuzz-short: ## Run every fuzz target for 5s each (part of make test)
+	@$(call fuzz-each,$(FUZZTIME_SHORT))
+
+# fuzz-each runs every `func Fuzz...` in the module's *_test.go files for $(1).
+define fuzz-each
+set -e; for file in $$(grep -rl --include='*_test.go' --exclude-dir=node_modules '^func Fuzz' .); do \
+	dir=$$(dirname $$file); \
+	for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+		echo "fuzz $$dir $$name ($(1))"; \
+		go test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(1) $$dir; \
+	done; \
+done
+endef
 
 .PHONY: bench
 bench: build ## Compare the bridge with direct gRPC: the short run, under 2 minutes

@@ -26,6 +26,7 @@ type config struct {
 	logLevel       string
 	reflectTimeout time.Duration
 	pprofListen    string
+	connections    int
 }
 
 // usageError is a bad command line: exit code 2.
@@ -51,6 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.validate, "validate", false, "parse every binary message from clients before forwarding it")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.IntVar(&c.connections, "backend-connections", 1, "HTTP/2 `connections` to the backend; streams are spread over them round-robin")
 	fs.StringVar(&c.pprofListen, "pprof-listen", "", "serve net/http/pprof on this `address` (off by default; keep it on 127.0.0.1)")
 	fs.DurationVar(&c.reflectTimeout, "reflect-timeout", 10*time.Second, "how long to wait for the backend's server reflection at startup")
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +80,8 @@ func (c *config) validateFlags() error {
 		return fmt.Errorf("--backend is required (or --demo)")
 	case c.maxMessageSize <= 0:
 		return fmt.Errorf("--max-message-size %d: must be positive", c.maxMessageSize)
+	case c.connections < 1 || c.connections > 64:
+		return fmt.Errorf("--backend-connections %d: want 1 to 64", c.connections)
 	case c.reflectTimeout <= 0:
 		return fmt.Errorf("--reflect-timeout %v: must be positive", c.reflectTimeout)
 	}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,11 +80,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("grpcws: demo backend started", slog.String("addr", backendAddr))
 	}
 
-	cc, err := grpc.NewClient(backendAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("backend %q: %w", backendAddr, err)
+	var conns roundRobin
+	for range cfg.connections {
+		// Each ClientConn has its own HTTP/2 connection.
+		cc, err := grpc.NewClient(backendAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fmt.Errorf("backend %q: %w", backendAddr, err)
+		}
+		defer cc.Close()
+		conns.conns = append(conns.conns, cc)
 	}
-	defer cc.Close()
+	var cc grpc.ClientConnInterface = conns.conns[0]
+	if len(conns.conns) > 1 {
+		cc = &conns
+	}
 
 	descs, err := cfg.services(ctx, cc)
 	if err != nil {
@@ -182,4 +192,22 @@ func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
 		_ = srv.Close()
 		<-done
 	}, nil
+}
+
+// roundRobin spreads RPCs over several connections to one backend.
+type roundRobin struct {
+	conns []*grpc.ClientConn
+	next  atomic.Uint32
+}
+
+func (r *roundRobin) pick() *grpc.ClientConn {
+	return r.conns[int(r.next.Add(1))%len(r.conns)]
+}
+
+func (r *roundRobin) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return r.pick().Invoke(ctx, method, args, reply, opts...)
+}
+
+func (r *roundRobin) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return r.pick().NewStream(ctx, desc, method, opts...)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -136,6 +137,17 @@ func echoOnly(t *testing.T) string {
 	return lis.Addr().String()
 }
 
+func TestBackendConnections(t *testing.T) {
+	t.Parallel()
+	addr := start(t, "--demo", "--backend-connections", "3")
+	for i := range 4 { // more RPCs than connections: every one is used
+		msg := fmt.Sprint("call ", i)
+		if got, code := echo(t, addr, "examples.echo.v1.EchoService.Echo", msg); got != msg || code != websocket.StatusNormalClosure {
+			t.Errorf("echo: %q, close %d; want %q, 1000", got, code, msg)
+		}
+	}
+}
+
 func TestDescriptors(t *testing.T) {
 	t.Parallel()
 	path := testbackend.WriteDescriptorSet(t, echov1.File_examples_echo_v1_echo_proto)
@@ -159,6 +171,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--demo", "--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"--demo", "--listen", "8080"}, `--listen "8080"`},
 		{[]string{"--demo", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--demo", "--backend-connections", "0"}, "--backend-connections 0"},
+		{[]string{"--demo", "--pprof-listen", "6060"}, `--pprof-listen "6060"`},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	}
 	for _, tt := range tests {

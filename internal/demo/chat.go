@@ -26,9 +26,15 @@ const (
 )
 
 // ChatServer implements examples.chat.v1.ChatService: rooms made on demand,
-// every message fanned out to every member of the room. A member too slow to
-// take its messages is dropped with RESOURCE_EXHAUSTED rather than slowing
-// the room. Make one with NewChatServer; it is safe for concurrent use.
+// every message fanned out to every member of the room.
+//
+// Fan-out never waits for a member: each member has an outbox of 64
+// messages, and a member whose outbox is full is dropped from the room at
+// once (the others hear that it left). Its RPC ends with RESOURCE_EXHAUSTED
+// as soon as its pending send returns, which is when the client reads or the
+// RPC is cancelled.
+//
+// Make one with NewChatServer; it is safe for concurrent use.
 type ChatServer struct {
 	chatv1.UnimplementedChatServiceServer
 
@@ -36,10 +42,14 @@ type ChatServer struct {
 	rooms map[string]map[string]*member // room -> nickname -> member
 }
 
+// member is one Chat RPC in a room.
 type member struct {
-	out      chan *chatv1.ChatResponse
-	slow     chan struct{} // closed when out overflowed
-	slowOnce sync.Once
+	out     chan *chatv1.ChatResponse
+	dropped chan struct{} // closed when the room dropped this member for being slow
+}
+
+func newMember() *member {
+	return &member{out: make(chan *chatv1.ChatResponse, outbox), dropped: make(chan struct{})}
 }
 
 // NewChatServer returns a chat with no rooms.
@@ -67,20 +77,25 @@ func (c *ChatServer) Chat(stream grpc.BidiStreamingServer[chatv1.ChatRequest, ch
 	if n := utf8.RuneCountInString(room); n < 1 || n > maxRoom {
 		return status.Errorf(codes.InvalidArgument, "a room name has 1 to %d characters", maxRoom)
 	}
-	m := &member{out: make(chan *chatv1.ChatResponse, outbox), slow: make(chan struct{})}
+	m := newMember()
 	if err := c.join(room, nick, m); err != nil {
 		return err
 	}
-	defer c.leave(room, nick)
+	defer c.leave(room, nick, m)
 
-	// Recv runs in its own goroutine so that Send can wait on the outbox.
-	// It returns when the RPC ends, at the latest.
 	errc := make(chan error, 1)
 	go func() {
 		errc <- c.receive(stream, room, nick)
 	}()
 	ctx := stream.Context()
+	tooSlow := status.Error(codes.ResourceExhausted, "too slow: messages arrived faster than this member took them")
 	for {
+		// A dropped member gets nothing more, even if its outbox holds some.
+		select {
+		case <-m.dropped:
+			return tooSlow
+		default:
+		}
 		select {
 		case res := <-m.out:
 			if err := stream.Send(res); err != nil {
@@ -88,8 +103,8 @@ func (c *ChatServer) Chat(stream grpc.BidiStreamingServer[chatv1.ChatRequest, ch
 			}
 		case err := <-errc:
 			return err
-		case <-m.slow:
-			return status.Error(codes.ResourceExhausted, "too slow: messages were arriving faster than this member took them")
+		case <-m.dropped:
+			return tooSlow
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
@@ -119,11 +134,12 @@ func (c *ChatServer) receive(stream grpc.BidiStreamingServer[chatv1.ChatRequest,
 		case *chatv1.ChatRequest_Join:
 			return status.Error(codes.InvalidArgument, "already joined: join only once")
 		default:
-			return status.Error(codes.InvalidArgument, "empty request")
+			return status.Error(codes.InvalidArgument, "empty request: set join or say")
 		}
 	}
 }
 
+// join adds m to room as nick and tells the room.
 func (c *ChatServer) join(room, nick string, m *member) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -141,10 +157,19 @@ func (c *ChatServer) join(room, nick string, m *member) error {
 	return nil
 }
 
-func (c *ChatServer) leave(room, nick string) {
+// leave removes m from room, unless the room dropped it already.
+func (c *ChatServer) leave(room, nick string, m *member) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.rooms[room][nick] != m {
+		return
+	}
 	delete(c.rooms[room], nick)
+	c.leftLocked(room, nick)
+}
+
+// leftLocked tells room that nick left, or removes the room if it is empty.
+func (c *ChatServer) leftLocked(room, nick string) {
 	if len(c.rooms[room]) == 0 {
 		delete(c.rooms, room)
 		return
@@ -159,14 +184,22 @@ func (c *ChatServer) broadcast(room string, res *chatv1.ChatResponse) {
 	c.broadcastLocked(room, res)
 }
 
-// broadcastLocked queues res for every member of room without waiting.
+// broadcastLocked queues res for every member of room without waiting. A
+// member whose outbox is full is dropped, and the rest are told.
 func (c *ChatServer) broadcastLocked(room string, res *chatv1.ChatResponse) {
-	for _, m := range c.rooms[room] {
+	var dropped []string
+	for nick, m := range c.rooms[room] {
 		select {
 		case m.out <- res:
 		default:
-			m.slowOnce.Do(func() { close(m.slow) })
+			close(m.dropped)
+			delete(c.rooms[room], nick)
+			dropped = append(dropped, nick)
 		}
+	}
+	sort.Strings(dropped)
+	for _, nick := range dropped {
+		c.leftLocked(room, nick)
 	}
 }
 

@@ -24,9 +24,9 @@ import (
 
 // A Call is what one backend handler saw.
 type Call struct {
-	Method      string // "/package.Service/Method"
-	MD          metadata.MD
-	Deadline    time.Time
+	Method      string      // "/package.Service/Method"
+	MD          metadata.MD // the request metadata, a copy
+	Deadline    time.Time   // the handler's deadline, if HasDeadline
 	HasDeadline bool
 	Err         error // what the handler returned
 	CtxErr      error // the context's error as the handler returned
@@ -34,7 +34,8 @@ type Call struct {
 }
 
 // Backend is a gRPC server on 127.0.0.1 serving the demo services, server
-// reflection and grpc-go's interop TestService.
+// reflection and grpc-go's interop TestService, with an observer that
+// records every call. Its methods are safe for concurrent use.
 type Backend struct {
 	Addr string
 	// Conn is a plaintext client connection to Addr, closed when the test
@@ -49,7 +50,8 @@ type Backend struct {
 	active int
 }
 
-// Start starts a Backend that stops when the test ends.
+// Start starts a Backend with the given server options; it stops, and Conn
+// closes, when the test ends.
 func Start(t testing.TB, opts ...grpc.ServerOption) *Backend {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -83,7 +85,7 @@ func (b *Backend) Stop() {
 	b.stopOnce.Do(b.server.Stop)
 }
 
-// Calls returns the calls so far, in the order they started.
+// Calls returns a snapshot of the calls so far, in the order they started.
 func (b *Backend) Calls() []Call {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -101,14 +103,16 @@ func (b *Backend) Active() int {
 	return b.active
 }
 
-// WaitIdle waits until no handler runs.
+// WaitIdle waits until no handler runs, polling every 5 ms, and fails when
+// ctx is done first.
 func (b *Backend) WaitIdle(ctx context.Context) error {
 	return poll(ctx, func() bool { return b.Active() == 0 }, func() error {
 		return fmt.Errorf("testbackend: %d handlers still running", b.Active())
 	})
 }
 
-// WaitCall waits for the first finished call to method and returns it.
+// WaitCall waits for the first finished call to method and returns it,
+// polling every 5 ms; it fails when ctx is done first.
 func (b *Backend) WaitCall(ctx context.Context, method string) (Call, error) {
 	var found Call
 	err := poll(ctx, func() bool {
