@@ -140,7 +140,7 @@ func echoOnly(t *testing.T) string {
 func TestBackendConnections(t *testing.T) {
 	t.Parallel()
 	addr := start(t, "--demo", "--backend-connections", "3")
-	for i := range 4 { // more RPCs than connections: every one is used
+	for i := range 4 { // more RPCs than connections: the rotation wraps around
 		msg := fmt.Sprint("call ", i)
 		if got, code := echo(t, addr, "examples.echo.v1.EchoService.Echo", msg); got != msg || code != websocket.StatusNormalClosure {
 			t.Errorf("echo: %q, close %d; want %q, 1000", got, code, msg)

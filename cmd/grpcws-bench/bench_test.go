@@ -1,0 +1,63 @@
+package main
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestPercentileAndMedian(t *testing.T) {
+	var lat []time.Duration
+	for i := 1; i <= 100; i++ {
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	if got := percentile(lat, 0.5); got != 51*time.Millisecond {
+		t.Errorf("p50 = %v; want 51ms", got)
+	}
+	if got := percentile(lat, 0.99); got != 100*time.Millisecond {
+		t.Errorf("p99 = %v; want 100ms", got)
+	}
+	if got := percentile(nil, 0.5); got != 0 {
+		t.Errorf("p50 of nothing = %v; want 0", got)
+	}
+	if got := median([]float64{3, 1, 2}); got != 2 {
+		t.Errorf("median = %v; want 2", got)
+	}
+}
+
+func TestProcReaders(t *testing.T) {
+	pid := os.Getpid()
+	before, err := cpuTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn a little CPU: the counter must move.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	after, err := cpuTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 10*time.Millisecond {
+		t.Errorf("CPU time grew by %v over 50ms of spinning; want at least 10ms", after-before)
+	}
+	mem, err := rss(pid)
+	if err != nil || mem < 1<<20 {
+		t.Errorf("rss = %d, %v; want at least 1 MiB", mem, err)
+	}
+}
+
+func TestMeasurementArithmetic(t *testing.T) {
+	m := measurement{roundTrips: 1000, elapsed: 2 * time.Second, bridgeCPU: 40 * time.Millisecond}
+	if got := m.rate(); got != 500 {
+		t.Errorf("rate = %v; want 500", got)
+	}
+	if got := m.cpuPerRoundTrip(); got != 40*time.Microsecond {
+		t.Errorf("CPU per round trip = %v; want 40µs", got)
+	}
+	if got := (measurement{}).cpuPerRoundTrip(); got != 0 {
+		t.Errorf("CPU per round trip of nothing = %v; want 0", got)
+	}
+}
