@@ -39,6 +39,9 @@ func TestEveryKindBinary(t *testing.T) {
 		if got, want := strings.Join(r.order, ","), "headers,message,end"; got != want {
 			t.Errorf("frames %s; want %s", got, want)
 		}
+		if ct := values(r.headers, "content-type"); ct != nil {
+			t.Errorf("headers carry gRPC's content-type %q; want it left out", ct)
+		}
 		var res echov1.EchoResponse
 		if err := proto.Unmarshal(r.binary[0], &res); err != nil {
 			t.Fatal(err)

@@ -79,7 +79,14 @@ func controlFrame(c *grpcwsv1.ServerControl) ([]byte, error) {
 	return append([]byte{'#'}, b...), nil
 }
 
+// headersFrame encodes the backend's response headers. Content-Type is
+// gRPC's own (application/grpc+proto) and says nothing about the frames the
+// client gets, so it is left out.
 func headersFrame(md metadata.MD) ([]byte, error) {
+	if _, ok := md["content-type"]; ok {
+		md = md.Copy()
+		delete(md, "content-type")
+	}
 	return controlFrame(&grpcwsv1.ServerControl{Kind: &grpcwsv1.ServerControl_Headers{Headers: toMetadata(md)}})
 }
 

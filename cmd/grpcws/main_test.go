@@ -2,19 +2,25 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/demo"
@@ -29,6 +35,20 @@ func TestMain(m *testing.M) {
 // the test ends, and the test fails if run returned an error.
 func start(t *testing.T, args ...string) string {
 	t.Helper()
+	addr, stop := launch(t, args...)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	return addr
+}
+
+// launch runs the sidecar in-process and returns its address and a stop
+// function that cancels run's context and returns what run returned. It
+// stops when the test ends at the latest.
+func launch(t *testing.T, args ...string) (addr string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -37,12 +57,11 @@ func start(t *testing.T, args ...string) string {
 		pw.CloseWithError(errors.New("run returned"))
 		done <- err
 	}()
-	t.Cleanup(func() {
+	stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
+		return <-done
 	})
+	t.Cleanup(func() { _ = stop() })
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if err != nil {
 		t.Fatalf("no listening line: %v", err)
@@ -52,7 +71,7 @@ func start(t *testing.T, args ...string) string {
 	if !ok {
 		t.Fatalf("first line %q; want the listening address", line)
 	}
-	return addr
+	return addr, stop
 }
 
 // echo calls Echo through the sidecar at addr with subprotocol and returns
@@ -189,5 +208,153 @@ func TestBackendWithoutReflection(t *testing.T) {
 	err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--backend", echoOnly(t)}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--descriptors") {
 		t.Errorf("run = %v; want an error that suggests --descriptors", err)
+	}
+}
+
+// frame is one WebSocket message.
+type frame struct {
+	typ  websocket.MessageType
+	data []byte
+}
+
+// readFrames reads until the connection closes and returns the frames and
+// the close code.
+func readFrames(ctx context.Context, c *websocket.Conn) ([]frame, websocket.StatusCode) {
+	var frames []frame
+	for {
+		typ, b, err := c.Read(ctx)
+		if err != nil {
+			return frames, websocket.CloseStatus(err)
+		}
+		frames = append(frames, frame{typ, b})
+	}
+}
+
+// control decodes a control frame's JSON, or fails the test.
+func control(t *testing.T, f frame) map[string]any {
+	t.Helper()
+	js, ok := bytes.CutPrefix(f.data, []byte("#"))
+	if f.typ != websocket.MessageText || !ok {
+		t.Fatalf("frame %v %q; want a text control frame", f.typ, f.data)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(js, &m); err != nil {
+		t.Fatalf("control frame %q: %v", f.data, err)
+	}
+	return m
+}
+
+// endCode returns the status code of an end frame.
+func endCode(t *testing.T, f frame) float64 {
+	t.Helper()
+	end, ok := control(t, f)["end"].(map[string]any)
+	if !ok {
+		t.Fatalf("frame %q; want an end frame", f.data)
+	}
+	code, _ := end["status"].(map[string]any)["code"].(float64)
+	return code
+}
+
+// TestDemoFrames checks a unary call frame by frame, as docs/protocol.md
+// shows it.
+func TestDemoFrames(t *testing.T) {
+	t.Parallel()
+	addr := start(t, "--demo")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/", &websocket.DialOptions{Subprotocols: []string{"examples.echo.v1.EchoService.Echo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if got := c.Subprotocol(); got != "examples.echo.v1.EchoService.Echo" {
+		t.Fatalf("subprotocol %q; want the route", got)
+	}
+	req, _ := proto.Marshal(&echov1.EchoRequest{Message: "hi"})
+	if err := c.Write(ctx, websocket.MessageBinary, req); err != nil {
+		t.Fatal(err)
+	}
+	frames, code := readFrames(ctx, c)
+	if len(frames) != 3 || code != websocket.StatusNormalClosure {
+		t.Fatalf("%d frames, close %d; want headers, message, end, then 1000", len(frames), code)
+	}
+	if _, ok := control(t, frames[0])["headers"]; !ok {
+		t.Errorf("first frame %q; want headers", frames[0].data)
+	}
+	var res echov1.EchoResponse
+	if frames[1].typ != websocket.MessageBinary {
+		t.Errorf("second frame is %v; want binary", frames[1].typ)
+	} else if err := proto.Unmarshal(frames[1].data, &res); err != nil || res.GetMessage() != "hi" {
+		t.Errorf("response %v, %v; want hi", &res, err)
+	}
+	if code := endCode(t, frames[2]); code != 0 {
+		t.Errorf("end status %v; want 0", code)
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	t.Parallel()
+	addr := start(t, "--demo")
+	for _, tt := range []struct {
+		name, path string
+		want       int
+		wantBody   string
+	}{
+		{"healthz", "/healthz", http.StatusOK, "ok\n"},
+		{"bridge without upgrade", "/", http.StatusUpgradeRequired, ""},
+	} {
+		res, err := http.Get("http://" + addr + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tt.want || (tt.wantBody != "" && string(body) != tt.wantBody) {
+			t.Errorf("%s: %d %q; want %d %q", tt.name, res.StatusCode, body, tt.want, tt.wantBody)
+		}
+	}
+}
+
+// TestShutdown cancels run's context with a stream open: the client gets
+// UNAVAILABLE and 1001, and run returns nil.
+func TestShutdown(t *testing.T) {
+	t.Parallel()
+	addr, stop := launch(t, "--demo")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/", &websocket.DialOptions{Subprotocols: []string{"examples.echo.v1.EchoService.Ticker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	req, _ := proto.Marshal(&echov1.TickerRequest{Message: "t", Interval: durationpb.New(time.Hour)})
+	if err := c.Write(ctx, websocket.MessageBinary, req); err != nil {
+		t.Fatal(err)
+	}
+	for want := websocket.MessageText; ; want = websocket.MessageBinary { // headers, then the first tick
+		typ, _, err := c.Read(ctx)
+		if err != nil || typ != want {
+			t.Fatalf("read %v, %v; want %v", typ, err, want)
+		}
+		if want == websocket.MessageBinary {
+			break
+		}
+	}
+
+	stopped := make(chan error, 1)
+	began := time.Now()
+	go func() { stopped <- stop() }()
+	frames, code := readFrames(ctx, c)
+	if len(frames) != 1 || endCode(t, frames[0]) != float64(codes.Unavailable) || code != websocket.StatusGoingAway {
+		t.Errorf("%d frames, close %d; want an end frame with UNAVAILABLE, then 1001", len(frames), code)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("run = %v; want nil after a shutdown", err)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		t.Error("still serving after shutdown")
 	}
 }
