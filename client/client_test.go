@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -35,6 +36,12 @@ func testContext(t *testing.T) context.Context {
 // service when none are given) and returns a client.Conn to the bridge.
 func start(t *testing.T, services []protoreflect.ServiceDescriptor, opts ...client.Option) (*testbackend.Backend, *client.Conn) {
 	t.Helper()
+	return startBridge(t, services, nil, opts...)
+}
+
+// startBridge is start with options for the bridge.
+func startBridge(t *testing.T, services []protoreflect.ServiceDescriptor, bridgeOpts []bridge.Option, opts ...client.Option) (*testbackend.Backend, *client.Conn) {
+	t.Helper()
 	b := testbackend.Start(t)
 	if services == nil {
 		services = []protoreflect.ServiceDescriptor{echov1.File_examples_echo_v1_echo_proto.Services().ByName("EchoService")}
@@ -43,7 +50,7 @@ func start(t *testing.T, services []protoreflect.ServiceDescriptor, opts ...clie
 	for _, d := range services {
 		svcs = append(svcs, bridge.Service{Desc: d, Conn: b.Conn})
 	}
-	h, err := bridge.NewHandler(svcs, bridge.WithLogger(slog.New(slog.DiscardHandler)))
+	h, err := bridge.NewHandler(svcs, append([]bridge.Option{bridge.WithLogger(slog.New(slog.DiscardHandler))}, bridgeOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +177,7 @@ func TestMetadata(t *testing.T) {
 	}
 
 	// On a stream: Header and Trailer.
-	stream, err := echo.Bidi(metadata.AppendToOutgoingContext(testContext(t), "x-echo-s", "1"))
+	stream, err := echo.Bidi(metadata.AppendToOutgoingContext(testContext(t), "x-echo-s", "1", "x-echo-s-bin", bin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +185,8 @@ func TestMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	h, err := stream.Header()
-	if err != nil || fmt.Sprint(h.Get("x-echo-s")) != "[1]" {
-		t.Fatalf("Header = %v, %v; want x-echo-s: 1", h, err)
+	if err != nil || fmt.Sprint(h.Get("x-echo-s")) != "[1]" || fmt.Sprint(h.Get("x-echo-s-bin")) != fmt.Sprint([]string{bin}) {
+		t.Fatalf("Header = %v, %v; want x-echo-s: 1 and x-echo-s-bin: %q", h, err, bin)
 	}
 	if tr := stream.Trailer(); tr != nil {
 		t.Errorf("Trailer before the end = %v; want nil", tr)
@@ -190,8 +197,12 @@ func TestMetadata(t *testing.T) {
 			break
 		}
 	}
-	if got := stream.Trailer().Get("x-echo-s"); fmt.Sprint(got) != "[1]" {
+	tr := stream.Trailer()
+	if got := tr.Get("x-echo-s"); fmt.Sprint(got) != "[1]" {
 		t.Errorf("Trailer x-echo-s = %q; want [1]", got)
+	}
+	if got := tr.Get("x-echo-s-bin"); len(got) != 1 || got[0] != bin {
+		t.Errorf("Trailer x-echo-s-bin = %q; want %q", got, bin)
 	}
 }
 
@@ -360,18 +371,30 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestBridgeDown(t *testing.T) {
+func TestHandshakeFailures(t *testing.T) {
 	t.Parallel()
-	hs := httptest.NewServer(nil)
-	url := "ws" + strings.TrimPrefix(hs.URL, "http")
-	hs.Close()
-	conn, err := client.Dial(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := echov1.NewEchoServiceClient(conn).Echo(testContext(t), &echov1.EchoRequest{}); status.Code(err) != codes.Unavailable {
-		t.Errorf("bridge down: %v; want UNAVAILABLE", err)
+	refused := httptest.NewServer(nil)
+	refusedURL := refused.URL
+	refused.Close()
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	defer notFound.Close()
+	for _, tt := range []struct {
+		name, url string
+	}{
+		{"connection refused", refusedURL},
+		{"HTTP error", notFound.URL},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			conn, err := client.Dial(context.Background(), "ws"+strings.TrimPrefix(tt.url, "http"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := echov1.NewEchoServiceClient(conn).Echo(testContext(t), &echov1.EchoRequest{}); status.Code(err) != codes.Unavailable {
+				t.Errorf("Echo = %v; want UNAVAILABLE", err)
+			}
+		})
 	}
 }
 

@@ -8,26 +8,58 @@
 //	res, err := echov1.NewEchoServiceClient(conn).Echo(ctx, &echov1.EchoRequest{Message: "hi"})
 //
 // Each RPC opens its own WebSocket, whose subprotocol names the method, and
-// speaks protocol v1 (docs/protocol.md) in the binary encoding.
+// speaks protocol v1 (docs/protocol.md) in the binary encoding. Dial does no
+// I/O; an RPC whose handshake fails (refused connection, HTTP error, a
+// server that does not echo the route) fails with UNAVAILABLE.
 //
 // What carries over from gRPC:
 //   - outgoing metadata (metadata.NewOutgoingContext), as Grpc-Metadata-*
 //     handshake headers, -bin keys included;
-//   - the context's deadline, as Grpc-Timeout: the RPC ends with
-//     DEADLINE_EXCEEDED; cancelling the context closes the WebSocket, which
-//     cancels the backend stream;
+//   - the context's deadline, as Grpc-Timeout, so the backend sees it too:
+//     the RPC ends with DEADLINE_EXCEEDED. Cancelling the context closes the
+//     WebSocket, which cancels the backend stream, and the RPC ends with
+//     CANCELLED;
 //   - response headers and trailers, through ClientStream.Header and
-//     Trailer and the grpc.Header and grpc.Trailer call options;
-//   - status codes, messages and details;
-//   - grpc.MaxCallRecvMsgSize and grpc.MaxCallSendMsgSize.
+//     Trailer and the grpc.Header and grpc.Trailer call options. Header
+//     returns nil, nil for an RPC that ended without headers (a
+//     trailers-only response), as gRPC's does;
+//   - status codes, messages (any UTF-8) and details;
+//   - the call options grpc.MaxCallRecvMsgSize, grpc.MaxCallSendMsgSize,
+//     grpc.ForceCodec and grpc.ForceCodecV2.
 //
-// Other call options are ignored. Messages must be protobuf messages.
+// Other call options are ignored (among them WaitForReady, compressors,
+// content subtypes, per-RPC credentials and peer). Without a forced codec,
+// messages must be protobuf messages (google.golang.org/protobuf, or the
+// older API that protoadapt accepts); a nil message is sent as an empty
+// one, as gRPC does. A forced codec must produce protobuf bytes, since the
+// bridge and the backend read them as such.
 //
 // # Concurrency
 //
 // A Conn is safe for concurrent use. A stream follows grpc.ClientStream's
 // rules: one goroutine may call SendMsg and CloseSend while another calls
-// RecvMsg; Header may be called from any goroutine. A stream's resources
-// are released when RecvMsg returns an error (io.EOF included) or its
-// context is cancelled: do one or the other.
+// RecvMsg; Header may be called from any goroutine and blocks until the
+// headers or the end of the RPC. Each stream has one goroutine of its own,
+// which reads the WebSocket and hands RecvMsg one message at a time, so an
+// RPC whose messages are not received slows the backend rather than
+// filling memory. A stream's resources are released when RecvMsg returns an
+// error (io.EOF included), when its context is done, or when the Conn is
+// closed: make sure one of these happens.
+//
+// That goroutine also answers the bridge's pings, but only while it reads:
+// while it holds a message that RecvMsg has not taken, frames behind it,
+// pings included, wait in the socket. The bridge closes a connection that
+// leaves a ping unanswered, and the RPC ends with UNAVAILABLE: with its
+// defaults (a ping every 30 s, 20 s to answer) a message left untaken for
+// more than 20 s may end the RPC, and for more than 50 s will. This comes
+// with the protocol: one connection carries messages and pings in order,
+// so answering a ping means reading every message before it. Receive at
+// least that often, or buffer on your side.
+//
+// # Errors
+//
+// Every error is a gRPC status. SendMsg returns io.EOF once the RPC has
+// ended, as gRPC's does, and RecvMsg then returns the status. A connection
+// that closes without the bridge's end frame is mapped to a status by its
+// close code, as docs/protocol.md, section 5, says.
 package client

@@ -66,9 +66,10 @@ func TestInterop(t *testing.T) {
 			interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(conn))
 		}},
 		{"unimplemented_method", func(ctx context.Context) {
-			// interop.DoUnimplementedMethod takes a *grpc.ClientConn; this is
-			// its body on the Go client.
-			err := conn.Invoke(ctx, "/grpc.testing.TestService/UnimplementedCall", &testgrpc.Empty{}, &testgrpc.Empty{})
+			// interop.DoUnimplementedMethod takes a *grpc.ClientConn, not a
+			// grpc.ClientConnInterface, so it cannot be handed a client.Conn:
+			// this is its body, nil messages included, on the Go client.
+			err := conn.Invoke(ctx, "/grpc.testing.TestService/UnimplementedCall", nil, nil)
 			if status.Code(err) != codes.Unimplemented {
 				panic(interopFailure(fmt.Sprintf("UnimplementedCall = %v; want UNIMPLEMENTED", err)))
 			}

@@ -1,9 +1,12 @@
 package client
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -18,14 +21,20 @@ import (
 
 var controlParse = protojson.UnmarshalOptions{DiscardUnknown: true}
 
+// closeTimeout bounds the wait for the bridge's close after the end frame,
+// as coder/websocket bounds its own close handshake.
+const closeTimeout = 5 * time.Second
+
 // read owns reading from the WebSocket. It hands messages to RecvMsg one
 // at a time, records the headers and the outcome, and returns when the
-// connection closes.
+// connection closes. After the end frame it keeps reading, so that the
+// bridge's close is answered and the close handshake completes.
 func (s *stream) read() {
 	defer close(s.done)
 	defer s.cancel()
 	defer s.conn.CloseNow()
 
+	ctx := s.ctx // until the end frame; then the wait for the close
 	ended := false
 	end := func(err error, trailer metadata.MD) {
 		if ended {
@@ -42,7 +51,7 @@ func (s *stream) read() {
 		close(s.ended)
 	}
 	for {
-		typ, b, err := s.conn.Read(s.ctx)
+		typ, b, err := s.conn.Read(ctx)
 		if err != nil {
 			end(s.readError(err), nil)
 			return
@@ -51,21 +60,21 @@ func (s *stream) read() {
 			continue // only the close should follow the end frame
 		}
 		if typ == websocket.MessageBinary {
+			if len(b) > s.maxRecv {
+				end(status.Errorf(codes.ResourceExhausted, "grpcws: received message larger than max (%d vs. %d)", len(b), s.maxRecv), nil)
+				return
+			}
 			select {
 			case s.msgs <- b:
 			case <-s.ctx.Done():
-				end(status.FromContextError(s.ctx.Err()).Err(), nil)
+				end(s.contextErr(), nil)
 				return
 			}
 			continue
 		}
-		if len(b) == 0 || b[0] != '#' {
-			end(status.Error(codes.Internal, "grpcws: the bridge sent a text frame that is not a control frame"), nil)
-			return
-		}
-		var c grpcwsv1.ServerControl
-		if err := controlParse.Unmarshal(b[1:], &c); err != nil {
-			end(status.Errorf(codes.Internal, "grpcws: malformed control frame from the bridge: %v", err), nil)
+		c, err := parseControl(b)
+		if err != nil {
+			end(err, nil)
 			return
 		}
 		switch k := c.GetKind().(type) {
@@ -88,24 +97,59 @@ func (s *stream) read() {
 				return
 			}
 			end(statusFrom(k.End.GetStatus()), trailer)
-			// The bridge closes next; keep reading to answer its close.
+			// The RPC is over and the bridge closes next. Callers often
+			// cancel their context as soon as RecvMsg returns: that must
+			// not cut the close handshake short, which the bridge would
+			// see as a dropped connection.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(s.ctx), closeTimeout)
+			defer cancel()
+		default:
+			// A control frame of a later version: skip it.
 		}
 	}
 }
 
+// parseControl parses a text frame from the bridge, which must be a control
+// frame: '#' and the JSON of a ServerControl. Members it does not know are
+// ignored, so a frame may come back with no kind set.
+func parseControl(b []byte) (*grpcwsv1.ServerControl, error) {
+	if len(b) == 0 || b[0] != '#' {
+		return nil, status.Error(codes.Internal, "grpcws: the bridge sent a text frame that is not a control frame")
+	}
+	if !utf8.Valid(b) {
+		return nil, status.Error(codes.Internal, "grpcws: the bridge sent a control frame that is not UTF-8")
+	}
+	c := &grpcwsv1.ServerControl{}
+	if err := controlParse.Unmarshal(b[1:], c); err != nil {
+		return nil, status.Errorf(codes.Internal, "grpcws: malformed control frame from the bridge: %v", err)
+	}
+	return c, nil
+}
+
 // readError maps the error that ended reading before an end frame.
 func (s *stream) readError(err error) error {
-	if cerr := s.ctx.Err(); cerr != nil {
-		return status.FromContextError(cerr).Err()
+	if s.ctx.Err() != nil {
+		return s.contextErr()
 	}
 	if errors.Is(err, websocket.ErrMessageTooBig) {
-		return status.Errorf(codes.ResourceExhausted, "grpcws: received message larger than max (%d bytes)", s.maxRecv)
+		return status.Errorf(codes.ResourceExhausted, "grpcws: received a frame larger than %d bytes", max(s.maxRecv, minReadLimit))
 	}
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
 		return closeStatus(ce.Code, ce.Reason).Err()
 	}
 	return status.Errorf(codes.Unavailable, "grpcws: connection lost: %v", err)
+}
+
+// contextErr is the status of an RPC whose context is done: the client's
+// own error when it ended the RPC, CANCELLED otherwise (a cancel from
+// within, as after a second response to a unary RPC).
+func (s *stream) contextErr() error {
+	if err := s.clientErr(); err != nil {
+		return err
+	}
+	return status.FromContextError(s.ctx.Err()).Err()
 }
 
 // closeStatus maps a close without an end frame to a status, as
