@@ -37,7 +37,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			}
 			srv := httptest.NewServer(h)
 			defer srv.Close()
-			defer h.Shutdown(context.Background())
+			defer h.Close()
 			ctx := context.Background()
 			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{
 				Subprotocols: []string{"grpc.testing.BenchmarkService.StreamingCall"},

@@ -38,6 +38,6 @@
 // it reads the next, so a slow side never grows the bridge's memory.
 //
 // [http.Server.Shutdown] does not track upgraded connections: call
-// [Handler.Shutdown] as well. The Handler never closes the backend
-// connections it was given.
+// [Handler.Shutdown] (graceful: open RPCs may finish) or [Handler.Close]
+// as well. The Handler never closes the backend connections it was given.
 package bridge

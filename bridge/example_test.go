@@ -48,7 +48,7 @@ func Example() {
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	defer h.Shutdown(context.Background())
+	defer h.Close()
 
 	// The client: a WebSocket whose subprotocol names the method.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

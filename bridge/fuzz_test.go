@@ -57,7 +57,7 @@ func FuzzRequestMetadata(f *testing.F) {
 			URL:    &url.URL{RawQuery: query},
 			Header: http.Header{http.CanonicalHeaderKey(name): {value}},
 		}
-		md, timeout, err := requestMetadata(r, map[string]bool{"x-allowed": true}, token)
+		md, timeout, err := requestMetadata(r, newConfig([]Option{WithMetadataHeaders("x-allowed")}), token, "")
 		if err != nil {
 			return
 		}

@@ -18,8 +18,8 @@ import (
 // connection's subprotocol names.
 //
 // A Handler is safe for concurrent use. Its routes and options are fixed
-// when it is made; to change them, make a new Handler and Shutdown the old
-// one.
+// when it is made; to change them, send new connections to a new Handler and
+// Shutdown the old one, which lets its open RPCs finish.
 type Handler struct {
 	cfg    *config
 	routes *routeTable
@@ -35,12 +35,13 @@ type Handler struct {
 // fails when a service lacks a descriptor or a connection, or when two
 // methods would answer to the same subprotocol.
 func NewHandler(services []Service, opts ...Option) (*Handler, error) {
-	routes, err := newRouteTable(services)
+	cfg := newConfig(opts)
+	routes, err := newRouteTable(services, cfg)
 	if err != nil {
 		return nil, err
 	}
 	return &Handler{
-		cfg:      newConfig(opts),
+		cfg:      cfg,
 		routes:   routes,
 		sessions: map[*session]struct{}{},
 	}, nil
@@ -73,7 +74,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	defer h.release()
 
-	log := h.cfg.logger.With(slog.String("client", r.RemoteAddr))
+	addr, forwardedFor := clientAddr(r, h.cfg.trustedProxies)
+	log := h.cfg.logger.With(slog.String("client", addr.String()))
 	offer, offerErr := parseOffer(r)
 	var (
 		rt       *route
@@ -93,22 +95,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Refusals complete the handshake and close with a code: a browser
 	// sees nothing of an HTTP error.
-	var refusal *failure
+	var (
+		refusal *failure
+		why     Refusal
+	)
 	switch ok, origin := originAllowed(r, h.cfg.originPatterns); {
 	case closing:
-		refusal = &failure{status: status.New(codes.Unavailable, "grpcws: bridge shutting down"), code: closeGoingAway}
+		refusal, why = errShuttingDown, RefusedShutdown
 	case !ok:
-		refusal = &failure{status: status.Newf(codes.PermissionDenied, "grpcws: origin %q not allowed", origin)}
+		refusal, why = &failure{status: status.Newf(codes.PermissionDenied, "grpcws: origin %q not allowed", origin)}, RefusedOrigin
 	case offerErr != nil:
-		refusal = invalidArgument(offerErr.Error())
+		refusal, why = invalidArgument(offerErr.Error()), RefusedBadRequest
 	case rt == nil && echo == "":
-		refusal = &failure{status: status.New(codes.Unimplemented, "grpcws: no subprotocol offered: offer one that names a method")}
+		refusal, why = &failure{status: status.New(codes.Unimplemented, "grpcws: no subprotocol offered: offer one that names a method")}, RefusedUnknownRoute
 	case rt == nil:
-		refusal = &failure{status: status.Newf(codes.Unimplemented, "grpcws: no route named %q", echo)}
+		refusal, why = &failure{status: status.Newf(codes.Unimplemented, "grpcws: no route named %q", echo)}, RefusedUnknownRoute
 	}
-	md, timeout, mdErr := requestMetadata(r, h.cfg.metadataHeaders, offer.token)
+	md, timeout, mdErr := requestMetadata(r, h.cfg, offer.token, forwardedFor)
 	if refusal == nil && mdErr != nil {
-		refusal = invalidArgument(mdErr.Error())
+		refusal, why = invalidArgument(mdErr.Error()), RefusedBadRequest
+	}
+	if refusal == nil && h.cfg.limiter != nil {
+		if msg := h.cfg.limiter.acquire(addr); msg != "" {
+			refusal, why = &failure{status: status.New(codes.ResourceExhausted, msg), code: closeTryAgainLater}, RefusedOverLimit
+		} else {
+			defer h.cfg.limiter.release(addr)
+		}
 	}
 
 	var subprotocols []string
@@ -126,59 +138,90 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		// Accept has written an HTTP error to the client.
+		h.cfg.observer.Refused(RefusedBadRequest)
 		log.Warn("grpcws: handshake failed", slog.Any("error", err))
 		return
 	}
 	if refusal != nil {
+		h.cfg.observer.Refused(why)
 		log.Warn("grpcws: connection refused",
+			slog.String("refusal", string(why)),
 			slog.Int("close", int(refusal.closeCode())),
 			slog.String("reason", refusal.status.Message()))
 		_ = conn.Close(refusal.closeCode(), closeReason(refusal.status.Message()))
 		return
 	}
-	conn.SetReadLimit(int64(h.cfg.maxMessageSize))
+	conn.SetReadLimit(int64(rt.maxMsg))
 
 	s := newSession(h, rt, json, conn, log.With(slog.String("route", selected)))
 	if !h.track(s) {
 		// Shutdown began after the check above.
-		s.fail(&failure{status: status.New(codes.Unavailable, "grpcws: bridge shutting down"), code: closeGoingAway})
+		s.fail(errShuttingDown)
 	}
 	defer h.untrack(s)
+	if rt.maxLife > 0 && (timeout == 0 || rt.maxLife < timeout) {
+		timeout = rt.maxLife
+	}
 	s.serve(r.Context(), md, timeout)
 }
 
-// Shutdown closes every open connection with 1001 after an end frame with
-// UNAVAILABLE, cancels their RPCs and refuses new connections with 1001. It
-// waits for the connections' goroutines to return, or for ctx to be done,
-// whichever comes first, and then returns ctx's error, if any.
+// errShuttingDown ends RPCs, and refuses connections, while the Handler
+// shuts down.
+var errShuttingDown = &failure{status: status.New(codes.Unavailable, "grpcws: bridge shutting down"), code: closeGoingAway}
+
+// Shutdown shuts the Handler down gracefully: it refuses new connections
+// with 1001 and waits for the open RPCs to end on their own. If ctx is done
+// first, it ends the remaining ones as Close does and returns ctx's error.
 //
 // http.Server.Shutdown does not see upgraded connections: call both.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	h.mu.Lock()
-	h.closing = true
-	if h.active == 0 {
-		h.mu.Unlock()
+	idle := h.startClosing()
+	if idle == nil {
 		return nil
-	}
-	if h.idle == nil {
-		h.idle = make(chan struct{})
-	}
-	idle := h.idle
-	sessions := make([]*session, 0, len(h.sessions))
-	for s := range h.sessions {
-		sessions = append(sessions, s)
-	}
-	h.mu.Unlock()
-
-	for _, s := range sessions {
-		s.fail(&failure{status: status.New(codes.Unavailable, "grpcws: bridge shutting down"), code: closeGoingAway})
 	}
 	select {
 	case <-idle:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("bridge: shutdown: %w", ctx.Err())
 	}
+	h.Close()
+	return fmt.Errorf("bridge: shutdown: %w", ctx.Err())
+}
+
+// Close ends every open RPC at once: the client gets an end frame with
+// UNAVAILABLE and the close code 1001, so it can reconnect elsewhere, and the
+// backend stream is cancelled. New connections are refused with 1001. Close
+// waits for the connections' goroutines to return.
+func (h *Handler) Close() {
+	idle := h.startClosing()
+	if idle == nil {
+		return
+	}
+	h.mu.Lock()
+	sessions := make([]*session, 0, len(h.sessions))
+	for s := range h.sessions {
+		sessions = append(sessions, s)
+	}
+	h.mu.Unlock()
+	for _, s := range sessions {
+		s.fail(errShuttingDown)
+	}
+	<-idle
+}
+
+// startClosing makes the Handler refuse new connections. It returns a
+// channel closed when the last connection is gone, or nil if there is none.
+func (h *Handler) startClosing() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closing = true
+	if h.active == 0 {
+		return nil
+	}
+	if h.idle == nil {
+		h.idle = make(chan struct{})
+	}
+	return h.idle
 }
 
 func (h *Handler) track(s *session) bool {

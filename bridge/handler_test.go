@@ -563,39 +563,6 @@ func TestBackendDown(t *testing.T) {
 	}
 }
 
-func TestShutdown(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	ctx := testContext(t)
-	c := f.dial(t, ctx, "", nil, bidiRoute)
-	send(t, ctx, c, &echov1.BidiRequest{Message: "x"})
-	for {
-		typ, _, err := c.Read(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if typ == websocket.MessageBinary {
-			break
-		}
-	}
-	done := make(chan error, 1)
-	go func() { done <- f.handler.Shutdown(ctx) }()
-	r := readAll(t, ctx, c)
-	if r.close != websocket.StatusGoingAway || r.code() != int32(codes.Unavailable) {
-		t.Fatalf("close %d, status %d; want 1001, UNAVAILABLE", r.close, r.code())
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if err := f.backend.WaitIdle(ctx); err != nil {
-		t.Fatalf("a backend stream is still open: %v", err)
-	}
-	c = f.dial(t, ctx, "", nil, echoRoute)
-	if r := readAll(t, ctx, c); r.close != websocket.StatusGoingAway {
-		t.Fatalf("after shutdown: close %d; want 1001", r.close)
-	}
-}
-
 func TestClientGone(t *testing.T) {
 	t.Parallel()
 	t.Run("no pong", func(t *testing.T) {

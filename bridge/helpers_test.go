@@ -54,23 +54,28 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts ...bridge.Option) *fixture {
 	t.Helper()
+	return newFixtureServices(t, func(conn grpc.ClientConnInterface) []bridge.Service {
+		var services []bridge.Service
+		for _, d := range compiledServices() {
+			services = append(services, bridge.Service{Desc: d, Conn: conn})
+		}
+		return services
+	}, opts...)
+}
+
+// newFixtureServices is newFixture with the services that services returns
+// for the backend's connection.
+func newFixtureServices(t *testing.T, services func(grpc.ClientConnInterface) []bridge.Service, opts ...bridge.Option) *fixture {
+	t.Helper()
 	b := testbackend.Start(t)
-	var services []bridge.Service
-	for _, d := range compiledServices() {
-		services = append(services, bridge.Service{Desc: d, Conn: b.Conn})
-	}
 	opts = append([]bridge.Option{bridge.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
-	h, err := bridge.NewHandler(services, opts...)
+	h, err := bridge.NewHandler(services(b.Conn), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := h.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
+		h.Close()
 		srv.Close()
 	})
 	return &fixture{backend: b, handler: h, server: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/"}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,8 +72,9 @@ func decodeToken(enc string) (string, error) {
 }
 
 // requestMetadata collects the request metadata and the timeout (zero for
-// none) of an upgrade request. See docs/protocol.md, section 2.
-func requestMetadata(r *http.Request, allowed map[string]bool, token string) (metadata.MD, time.Duration, error) {
+// none) of an upgrade request. forwardedFor is the x-forwarded-for value, ""
+// for none. See docs/protocol.md, section 2.
+func requestMetadata(r *http.Request, cfg *config, token, forwardedFor string) (metadata.MD, time.Duration, error) {
 	md := metadata.MD{}
 	var timeout string
 	for name, values := range r.Header {
@@ -84,7 +86,10 @@ func requestMetadata(r *http.Request, allowed map[string]bool, token string) (me
 			continue
 		case strings.HasPrefix(name, metadataHeaderPrefix):
 			key = name[len(metadataHeaderPrefix):]
-		case allowed[name]:
+			if err := checkAllowed(cfg.metadataAllow, key); err != nil {
+				return nil, 0, err
+			}
+		case cfg.metadataHeaders[name], name == "traceparent", name == "tracestate":
 			key = name
 		default:
 			continue
@@ -105,14 +110,31 @@ func requestMetadata(r *http.Request, allowed map[string]bool, token string) (me
 			timeout = values[0]
 			continue
 		}
+		if err := checkAllowed(cfg.metadataAllow, key); err != nil {
+			return nil, 0, err
+		}
 		for _, v := range values {
 			if err := addMetadata(md, key, v); err != nil {
 				return nil, 0, err
 			}
 		}
 	}
+	if len(cfg.metadataCookies) > 0 {
+		var kept []string
+		for _, c := range r.Cookies() {
+			if slices.Contains(cfg.metadataCookies, c.Name) {
+				kept = append(kept, c.Name+"="+c.Value)
+			}
+		}
+		if len(kept) > 0 {
+			md.Set("cookie", strings.Join(kept, "; "))
+		}
+	}
 	if token != "" {
 		md.Set("authorization", "Bearer "+token)
+	}
+	if cfg.forwardFor && forwardedFor != "" {
+		md.Set("x-forwarded-for", forwardedFor)
 	}
 	var d time.Duration
 	if timeout != "" {
@@ -121,6 +143,15 @@ func requestMetadata(r *http.Request, allowed map[string]bool, token string) (me
 		}
 	}
 	return md, d, nil
+}
+
+// checkAllowed refuses a key the client set that is not in allow, unless
+// allow is nil.
+func checkAllowed(allow map[string]bool, key string) error {
+	if allow == nil || allow[key] {
+		return nil
+	}
+	return fmt.Errorf("grpcws: metadata key %q is not allowed", key)
 }
 
 // addMetadata validates one key and value and appends it to md. Values of

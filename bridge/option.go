@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 )
 
@@ -23,15 +24,24 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	originPatterns  []string
-	maxMessageSize  int
-	pingInterval    time.Duration
-	pingTimeout     time.Duration
-	writeTimeout    time.Duration
-	metadataHeaders map[string]bool // lower-case header names
-	compression     bool
-	validation      bool
-	logger          *slog.Logger
+	originPatterns    []string
+	maxMessageSize    int
+	idleTimeout       time.Duration
+	maxStreamDuration time.Duration
+	pingInterval      time.Duration
+	pingTimeout       time.Duration
+	writeTimeout      time.Duration
+	metadataHeaders   map[string]bool // lower-case header names
+	metadataCookies   []string
+	metadataAllow     map[string]bool // nil: any key
+	trustedProxies    []netip.Prefix
+	forwardFor        bool
+	limiter           *ConnLimiter
+	observer          Observer
+	compression       bool
+	validation        bool
+	logger            *slog.Logger
+	accessLog         bool
 }
 
 func newConfig(opts []Option) *config {
@@ -41,6 +51,8 @@ func newConfig(opts []Option) *config {
 		pingTimeout:     DefaultPingTimeout,
 		writeTimeout:    DefaultWriteTimeout,
 		metadataHeaders: map[string]bool{},
+		forwardFor:      true,
+		observer:        nopObserver{},
 		logger:          slog.Default(),
 	}
 	for _, o := range opts {
@@ -73,6 +85,23 @@ func WithMaxMessageSize(n int) Option {
 			c.maxMessageSize = n
 		}
 	})
+}
+
+// WithIdleTimeout ends an RPC when no message has gone either way for d:
+// the client gets an end frame with UNAVAILABLE and the close code 1001, and
+// the backend stream is cancelled. Pings do not count as messages. Default
+// zero: no idle timeout. Service.Limits can override it per service.
+func WithIdleTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.idleTimeout = max(d, 0) })
+}
+
+// WithMaxStreamDuration bounds the lifetime of every RPC, as if the client
+// had sent that grpc-timeout: the backend sees the deadline, and the RPC
+// ends with DEADLINE_EXCEEDED (close code 4004). A shorter grpc-timeout from
+// the client still wins. Default zero: no bound. Service.Limits can override
+// it per service.
+func WithMaxStreamDuration(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.maxStreamDuration = max(d, 0) })
 }
 
 // WithPing sets how often the bridge pings each client and how long it waits
@@ -114,6 +143,73 @@ func WithMetadataHeaders(names ...string) Option {
 			c.metadataHeaders[lower(n)] = true
 		}
 	})
+}
+
+// WithMetadataCookies names cookies of the upgrade request that are
+// forwarded to the backend, as one "cookie" metadata entry that holds only
+// those cookies. Default: none. Forwarding cookies makes the origin check
+// essential: keep the default origin policy or a strict list.
+func WithMetadataCookies(names ...string) Option {
+	return optionFunc(func(c *config) { c.metadataCookies = append(c.metadataCookies, names...) })
+}
+
+// WithMetadataAllowlist limits the metadata keys a client may set itself,
+// through Grpc-Metadata-* headers and the query, to keys. A connection that
+// sets another key is refused with INVALID_ARGUMENT (4003). Metadata the
+// operator chose (WithMetadataHeaders, WithMetadataCookies, the bearer
+// token's authorization, trace context, x-forwarded-for) is not limited.
+// Default: any key that is not reserved.
+func WithMetadataAllowlist(keys ...string) Option {
+	return optionFunc(func(c *config) {
+		if c.metadataAllow == nil {
+			c.metadataAllow = map[string]bool{}
+		}
+		for _, k := range keys {
+			c.metadataAllow[lower(k)] = true
+		}
+	})
+}
+
+// WithTrustedProxies names the proxies in front of the bridge whose
+// X-Forwarded-For header it believes. The client's address is the
+// connection's peer, or, when the peer is a trusted proxy, the last address
+// in X-Forwarded-For that is not a trusted proxy. It is what the connection
+// limit per address counts, what the log shows, and what x-forwarded-for
+// metadata ends with. Default: none, so X-Forwarded-For is ignored.
+func WithTrustedProxies(prefixes ...netip.Prefix) Option {
+	return optionFunc(func(c *config) { c.trustedProxies = append(c.trustedProxies, prefixes...) })
+}
+
+// WithForwardClientAddress sets whether the backend gets the client's
+// address as x-forwarded-for metadata, appended, as a proxy does, to the
+// X-Forwarded-For of trusted proxies. Default true.
+func WithForwardClientAddress(enabled bool) Option {
+	return optionFunc(func(c *config) { c.forwardFor = enabled })
+}
+
+// WithConnLimiter caps open connections with l, in total and per client
+// address. A connection over a limit is refused: the handshake completes and
+// closes with 1013 (try again later) and RESOURCE_EXHAUSTED; open
+// connections are not disturbed. One ConnLimiter may be shared by several
+// Handlers. Default: no limit.
+func WithConnLimiter(l *ConnLimiter) Option {
+	return optionFunc(func(c *config) { c.limiter = l })
+}
+
+// WithObserver reports connections, messages and outcomes to o, for
+// metrics. Default: none.
+func WithObserver(o Observer) Option {
+	return optionFunc(func(c *config) {
+		if o != nil {
+			c.observer = o
+		}
+	})
+}
+
+// WithAccessLog logs every RPC, one line when it ends, at Info. Default
+// off: RPCs that end with OK log at Debug. See WithLogger.
+func WithAccessLog(enabled bool) Option {
+	return optionFunc(func(c *config) { c.accessLog = enabled })
 }
 
 // WithCompression turns permessage-deflate on or off. Default off: it costs

@@ -2,8 +2,10 @@ package bridge
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -25,6 +27,27 @@ const (
 type Service struct {
 	Desc protoreflect.ServiceDescriptor
 	Conn grpc.ClientConnInterface
+
+	// Methods, when not empty, limits the service to the methods with these
+	// short names ("Watch"); the others are not served. Empty serves every
+	// method.
+	Methods []string
+	// Aliases gives methods, by short name, one more subprotocol name each,
+	// besides their default name and the grpcws.v1.subprotocol option.
+	Aliases map[string]string
+	// Limits override the Handler's options for this service's methods.
+	Limits Limits
+}
+
+// Limits are per-service overrides of the Handler's options. A field of
+// zero or less keeps the Handler's value.
+type Limits struct {
+	// MaxMessageSize overrides WithMaxMessageSize.
+	MaxMessageSize int
+	// IdleTimeout overrides WithIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxStreamDuration overrides WithMaxStreamDuration.
+	MaxStreamDuration time.Duration
 }
 
 // A Route is one method the bridge serves.
@@ -46,6 +69,10 @@ type route struct {
 	conn   grpc.ClientConnInterface
 	input  protoreflect.MessageType
 	output protoreflect.MessageType
+
+	maxMsg  int           // bytes, each way
+	idle    time.Duration // zero: none
+	maxLife time.Duration // zero: none
 }
 
 // routeTable maps subprotocol names to routes. It is built once and then
@@ -56,7 +83,7 @@ type routeTable struct {
 	types  *dynamicpb.Types // for JSON: resolves Any and extensions
 }
 
-func newRouteTable(services []Service) (*routeTable, error) {
+func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
 	t := &routeTable{byName: map[string]*route{}}
 	files := new(protoregistry.Files)
 	seen := map[protoreflect.FullName]bool{}
@@ -75,8 +102,21 @@ func newRouteTable(services []Service) (*routeTable, error) {
 			return nil, err
 		}
 		methods := s.Desc.Methods()
+		for _, name := range s.Methods {
+			if methods.ByName(protoreflect.Name(name)) == nil {
+				return nil, fmt.Errorf("bridge: service %s has no method %q", s.Desc.FullName(), name)
+			}
+		}
+		for name := range s.Aliases {
+			if methods.ByName(protoreflect.Name(name)) == nil {
+				return nil, fmt.Errorf("bridge: alias for %s.%s: no such method", s.Desc.FullName(), name)
+			}
+		}
 		for j := range methods.Len() {
 			m := methods.Get(j)
+			if len(s.Methods) > 0 && !slices.Contains(s.Methods, string(m.Name())) {
+				continue
+			}
 			r := &route{
 				Route: Route{
 					Method:        "/" + string(s.Desc.FullName()) + "/" + string(m.Name()),
@@ -84,9 +124,12 @@ func newRouteTable(services []Service) (*routeTable, error) {
 					ClientStreams: m.IsStreamingClient(),
 					ServerStreams: m.IsStreamingServer(),
 				},
-				conn:   s.Conn,
-				input:  dynamicpb.NewMessageType(m.Input()),
-				output: dynamicpb.NewMessageType(m.Output()),
+				conn:    s.Conn,
+				input:   dynamicpb.NewMessageType(m.Input()),
+				output:  dynamicpb.NewMessageType(m.Output()),
+				maxMsg:  positiveOr(s.Limits.MaxMessageSize, cfg.maxMessageSize),
+				idle:    positiveOr(s.Limits.IdleTimeout, cfg.idleTimeout),
+				maxLife: positiveOr(s.Limits.MaxStreamDuration, cfg.maxStreamDuration),
 			}
 			r.desc = &grpc.StreamDesc{
 				StreamName:    string(m.Name()),
@@ -97,8 +140,10 @@ func newRouteTable(services []Service) (*routeTable, error) {
 			if err != nil {
 				return nil, err
 			}
-			if alias != "" && alias != r.Names[0] {
-				r.Names = append(r.Names, alias)
+			for _, a := range []string{alias, s.Aliases[string(m.Name())]} {
+				if a != "" && !slices.Contains(r.Names, a) {
+					r.Names = append(r.Names, a)
+				}
 			}
 			for _, name := range r.Names {
 				if err := checkRouteName(name); err != nil {
@@ -209,4 +254,12 @@ func isToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// positiveOr returns v if it is positive, else def.
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
 }

@@ -41,18 +41,21 @@ type session struct {
 	ending   bool     // downstream is writing the end; read errors are the close handshake
 	stopped  bool     // no more pings
 	pinger   *time.Timer
+	idler    *time.Timer // ends an idle RPC; nil without an idle timeout
 	pinging  sync.WaitGroup
 	watchdog *time.Timer // closes a connection whose write stalls
 	stalled  atomic.Bool
-	outcome  string // what ended the RPC, for the log
-	msgsIn   int64  // written by upstream only
+	outcome  codes.Code // what ended the RPC, for the log
+	obs      StreamObserver
+	lastMsg  atomic.Int64 // time.Now().UnixNano() of the last message either way, for the idle timeout
+	msgsIn   int64        // written by upstream only
 	bytesIn  int64
 	msgsOut  int64 // written by downstream only
 	bytesOut int64
 }
 
 func newSession(h *Handler, rt *route, json bool, conn *websocket.Conn, log *slog.Logger) *session {
-	s := &session{h: h, route: rt, json: json, conn: conn, log: log, start: time.Now(), cancel: func() {}}
+	s := &session{h: h, route: rt, json: json, conn: conn, log: log, start: time.Now(), cancel: func() {}, obs: nopObserver{}}
 	s.watchdog = time.AfterFunc(time.Hour, s.writeStalled)
 	s.watchdog.Stop()
 	return s
@@ -101,15 +104,16 @@ func (s *session) serve(ctx context.Context, md metadata.MD, timeout time.Durati
 	ctx = metadata.NewOutgoingContext(ctx, md)
 	stream, err := s.route.conn.NewStream(ctx, s.route.desc, s.route.Method,
 		grpc.ForceCodecV2(rawCodec{}),
-		grpc.MaxCallRecvMsgSize(s.h.cfg.maxMessageSize),
-		grpc.MaxCallSendMsgSize(s.h.cfg.maxMessageSize))
+		grpc.MaxCallRecvMsgSize(s.route.maxMsg),
+		grpc.MaxCallSendMsgSize(s.route.maxMsg))
+	s.obs = s.h.cfg.observer.Accepted(s.route.Route)
 	if err != nil {
 		s.end(nil, err)
 		s.logEnd()
 		return
 	}
 
-	s.startPings()
+	s.startTimers()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -118,7 +122,7 @@ func (s *session) serve(ctx context.Context, md metadata.MD, timeout time.Durati
 	}()
 	s.downstream(stream)
 	wg.Wait()
-	s.stopPings()
+	s.stopTimers()
 	s.logEnd()
 }
 
@@ -176,6 +180,8 @@ func (s *session) upstream(stream grpc.ClientStream) {
 		}
 		s.msgsIn++
 		s.bytesIn += int64(len(b))
+		s.obs.ClientMessage(len(b))
+		s.active()
 		if sendDone {
 			msg.Free()
 		} else {
@@ -272,7 +278,7 @@ func (s *session) readFailed(err error) {
 	case errors.Is(err, websocket.ErrMessageTooBig):
 		// The WebSocket layer has already closed with 1009.
 		s.fail(&failure{silent: true, code: closeTooBig, status: status.Newf(codes.ResourceExhausted,
-			"grpcws: client message larger than %d bytes", s.h.cfg.maxMessageSize)})
+			"grpcws: client message larger than %d bytes", s.route.maxMsg)})
 	default:
 		s.fail(&failure{silent: true, status: status.Newf(codes.Canceled, "grpcws: client connection lost: %v", err)})
 	}
@@ -310,6 +316,8 @@ func (s *session) downstream(stream grpc.ClientStream) {
 		}
 		s.msgsOut++
 		s.bytesOut += int64(n)
+		s.obs.ServerMessage(n)
+		s.active()
 	}
 	if err == nil {
 		// A failure stopped the loop: the backend stream is cancelled;
@@ -372,7 +380,7 @@ func (s *session) end(stream grpc.ClientStream, err error) {
 	if code == 0 {
 		code = closeCode(st)
 	}
-	s.outcome = st.Code().String()
+	s.outcome = st.Code()
 	if f != nil && f.silent {
 		_ = s.conn.CloseNow()
 		return
@@ -447,15 +455,41 @@ func (s *session) encodeJSON(b []byte) ([]byte, error) {
 	return protojson.MarshalOptions{Resolver: s.h.routes.types}.Marshal(m)
 }
 
-// startPings pings the client every ping interval from a timer, so an idle
-// connection costs no goroutine between pings.
-func (s *session) startPings() {
-	if s.h.cfg.pingInterval <= 0 {
-		return
-	}
+// startTimers starts pinging the client every ping interval, and the idle
+// timeout. Both run from timers, so an idle connection costs no goroutine
+// between pings.
+func (s *session) startTimers() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pinger = time.AfterFunc(s.h.cfg.pingInterval, s.ping)
+	if s.h.cfg.pingInterval > 0 {
+		s.pinger = time.AfterFunc(s.h.cfg.pingInterval, s.ping)
+	}
+	if s.route.idle > 0 {
+		s.active()
+		s.idler = time.AfterFunc(s.route.idle, s.checkIdle)
+	}
+}
+
+// active records a message, for the idle timeout.
+func (s *session) active() {
+	if s.route.idle > 0 {
+		s.lastMsg.Store(time.Now().UnixNano())
+	}
+}
+
+// checkIdle ends the RPC when no message went either way for the idle
+// timeout, and else waits for the rest of it.
+func (s *session) checkIdle() {
+	quiet := time.Duration(time.Now().UnixNano() - s.lastMsg.Load())
+	if quiet < s.route.idle {
+		s.mu.Lock()
+		if !s.stopped {
+			s.idler.Reset(s.route.idle - quiet)
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.fail(&failure{status: status.Newf(codes.Unavailable, "grpcws: idle timeout: no message for %v", s.route.idle), code: closeGoingAway})
 }
 
 func (s *session) ping() {
@@ -484,34 +518,43 @@ func (s *session) ping() {
 	s.mu.Unlock()
 }
 
-func (s *session) stopPings() {
+func (s *session) stopTimers() {
 	s.mu.Lock()
 	s.stopped = true
 	if s.pinger != nil {
 		s.pinger.Stop()
+	}
+	if s.idler != nil {
+		s.idler.Stop()
 	}
 	s.mu.Unlock()
 	s.pinging.Wait()
 	s.watchdog.Stop()
 }
 
-// logEnd writes one line per RPC.
+// logEnd reports the RPC's end to the observer and writes its access
+// line.
 func (s *session) logEnd() {
+	d := time.Since(s.start)
+	s.obs.Ended(s.outcome, d)
 	level := slog.LevelDebug
+	if s.h.cfg.accessLog {
+		level = slog.LevelInfo
+	}
 	f := s.failure()
 	switch {
 	case f != nil && f.status.Code() == codes.Canceled:
 		// the client went away: expected
 	case f != nil && f.code == closeGoingAway:
-		// shutdown: expected
+		// shutdown or idle: expected
 	case f != nil:
 		level = slog.LevelWarn
-	case s.outcome != codes.OK.String():
-		level = slog.LevelInfo
+	case s.outcome != codes.OK:
+		level = max(level, slog.LevelInfo)
 	}
 	attrs := []slog.Attr{
-		slog.String("code", s.outcome),
-		slog.Duration("duration", time.Since(s.start)),
+		slog.String("code", s.outcome.String()),
+		slog.Duration("duration", d),
 		slog.Int64("msgs_in", s.msgsIn),
 		slog.Int64("msgs_out", s.msgsOut),
 		slog.Int64("bytes_in", s.bytesIn),

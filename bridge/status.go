@@ -16,9 +16,10 @@ import (
 // Close codes the bridge sends besides 1000 and 4000+code. See
 // docs/protocol.md, section 5.
 const (
-	closeGoingAway   = websocket.StatusGoingAway               // 1001: shutting down
-	closeInvalidUTF8 = websocket.StatusInvalidFramePayloadData // 1007
-	closeTooBig      = websocket.StatusMessageTooBig           // 1009
+	closeGoingAway     = websocket.StatusGoingAway               // 1001: shutting down
+	closeInvalidUTF8   = websocket.StatusInvalidFramePayloadData // 1007
+	closeTooBig        = websocket.StatusMessageTooBig           // 1009
+	closeTryAgainLater = websocket.StatusTryAgainLater           // 1013: over a connection limit
 )
 
 // maxReason is the longest close reason: a control frame holds 125 bytes,
@@ -83,14 +84,21 @@ func controlFrame(c *grpcwsv1.ServerControl) ([]byte, error) {
 // gRPC's own (application/grpc+proto) and says nothing about the frames the
 // client gets, so it is left out.
 func headersFrame(md metadata.MD) ([]byte, error) {
+	return controlFrame(&grpcwsv1.ServerControl{Kind: &grpcwsv1.ServerControl_Headers{Headers: toMetadata(withoutContentType(md))}})
+}
+
+// withoutContentType returns md without gRPC's content-type, which a
+// trailers-only response carries in its trailers.
+func withoutContentType(md metadata.MD) metadata.MD {
 	if _, ok := md["content-type"]; ok {
 		md = md.Copy()
 		delete(md, "content-type")
 	}
-	return controlFrame(&grpcwsv1.ServerControl{Kind: &grpcwsv1.ServerControl_Headers{Headers: toMetadata(md)}})
+	return md
 }
 
 func endFrame(st *status.Status, trailers metadata.MD) ([]byte, error) {
+	trailers = withoutContentType(trailers)
 	p := st.Proto()
 	s := &grpcwsv1.Status{Code: p.GetCode(), Message: p.GetMessage()}
 	for _, d := range p.GetDetails() {

@@ -162,6 +162,8 @@ func closeStatus(code websocket.StatusCode, reason string) *status.Status {
 		return status.New(codes.Unavailable, nonEmpty(reason, "grpcws: bridge shutting down"))
 	case code == websocket.StatusMessageTooBig:
 		return status.New(codes.ResourceExhausted, nonEmpty(reason, "grpcws: message too big"))
+	case code == websocket.StatusTryAgainLater:
+		return status.New(codes.ResourceExhausted, nonEmpty(reason, "grpcws: too many connections: try again later"))
 	case code == websocket.StatusNormalClosure:
 		return status.New(codes.Internal, "grpcws: the bridge closed the connection without a status")
 	case code == websocket.StatusProtocolError, code == websocket.StatusUnsupportedData, code == websocket.StatusInvalidFramePayloadData:

@@ -36,6 +36,7 @@ func TestCloseStatus(t *testing.T) {
 		{"1006 dropped", websocket.StatusAbnormalClosure, "", codes.Unavailable, ""},
 		{"1007 invalid payload", websocket.StatusInvalidFramePayloadData, "", codes.Internal, ""},
 		{"1009 too big", websocket.StatusMessageTooBig, "", codes.ResourceExhausted, ""},
+		{"1013 try again later", websocket.StatusTryAgainLater, "grpcws: too many connections: try again later", codes.ResourceExhausted, "grpcws: too many connections: try again later"},
 		{"1011 internal error", websocket.StatusInternalError, "", codes.Unavailable, ""},
 		{"3000 application", 3000, "", codes.Unavailable, ""},
 	} {

@@ -203,8 +203,10 @@ type isServerControl_Kind interface {
 }
 
 type ServerControl_Headers struct {
-	// headers carries the backend's response headers. It is always the
-	// first frame the bridge sends on a routed connection.
+	// headers carries the backend's response headers. When present it is
+	// the first frame the bridge sends on a routed connection; a response
+	// without headers (trailers-only, such as an immediate error) has
+	// only the end frame.
 	Headers *Metadata `protobuf:"bytes,1,opt,name=headers,proto3,oneof"`
 }
 

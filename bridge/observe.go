@@ -1,0 +1,53 @@
+package bridge
+
+import (
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// A Refusal is why the Handler refused a WebSocket connection.
+type Refusal string
+
+// The reasons for refusing a connection. See docs/protocol.md, section 5,
+// for the close code of each.
+const (
+	RefusedUnknownRoute Refusal = "unknown_route"  // no subprotocol, or none names a route (4012)
+	RefusedOrigin       Refusal = "origin_refused" // a cross-site Origin not allowed (4007)
+	RefusedOverLimit    Refusal = "over_limit"     // a connection limit (1013)
+	RefusedBadRequest   Refusal = "bad_request"    // bad token, metadata or deadline (4003), or a failed handshake
+	RefusedShutdown     Refusal = "shutting_down"  // the Handler is shutting down (1001)
+)
+
+// An Observer is told what happens to every connection a Handler serves,
+// for metrics. Its methods, and those of the StreamObservers it returns, are
+// called from the connections' goroutines: they must be safe for concurrent
+// use and must not block.
+type Observer interface {
+	// Refused is called once for each refused connection.
+	Refused(why Refusal)
+	// Accepted is called when an RPC starts. The StreamObserver it returns
+	// is told about the RPC's messages and its end.
+	Accepted(route Route) StreamObserver
+}
+
+// A StreamObserver is told about one RPC. Its methods are called from the
+// RPC's goroutines, ClientMessage and ServerMessage possibly at once.
+type StreamObserver interface {
+	// ClientMessage is called for each message from the client that the
+	// bridge forwards, with its size in bytes on the WebSocket.
+	ClientMessage(size int)
+	// ServerMessage is called for each message from the backend written to
+	// the client, with its size in bytes on the WebSocket.
+	ServerMessage(size int)
+	// Ended is called once, when the RPC has ended with code.
+	Ended(code codes.Code, duration time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Refused(Refusal)                 {}
+func (nopObserver) Accepted(Route) StreamObserver   { return nopObserver{} }
+func (nopObserver) ClientMessage(int)               {}
+func (nopObserver) ServerMessage(int)               {}
+func (nopObserver) Ended(codes.Code, time.Duration) {}
