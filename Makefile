@@ -1,5 +1,7 @@
 # Tools are pinned: protoc-gen-go and protoc-gen-go-grpc as tool directives
-# in go.mod, buf through package-lock.json, staticcheck by version below.
+# in go.mod; buf, protoc-gen-es, esbuild and TypeScript through
+# package-lock.json (one npm ci for the root and the web/ workspace);
+# staticcheck by version below.
 BUF := node_modules/.bin/buf
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GO_TEST_FLAGS ?=
@@ -17,10 +19,18 @@ run: ## Run the bridge with the built-in demo backend on 127.0.0.1:8080
 	go run ./cmd/grpcws --demo
 
 .PHONY: test
-test: ## Run every test with the race detector, each benchmark once, each fuzz target briefly
+test: tools ## Run every test: Go with -race (Chromium tests included), the TS client in Node, benchmarks once, fuzz briefly
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
+	$(MAKE) test-web
 	go test -run='^$$' -bench=. -benchtime=1x ./...
 	$(MAKE) fuzz-short
+
+# The Chromium end-to-end tests are Go tests (web/browser_test.go), run by
+# `go test ./...` above; they need /usr/bin/chromium, which .ci/run installs.
+.PHONY: test-web
+test-web: tools ## Run the TypeScript client's tests in Node, against a real bridge
+	go build -o bin/grpcws-testserver ./web/internal/testserver
+	cd web && GRPCWS_TESTSERVER=../bin/grpcws-testserver npm test --silent
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 60s: make fuzz FUZZTIME=10m)
@@ -60,24 +70,32 @@ build: ## Build bin/grpcws
 .PHONY: tools
 tools: $(BUF) ## Install the pinned build tools
 
-$(BUF): package.json package-lock.json
+$(BUF): package.json package-lock.json web/package.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
 .PHONY: generate
-generate: tools ## Regenerate gen/ from proto/
+generate: tools ## Regenerate gen/ and web/src/gen/ from proto/, and rebuild the demo page
 	$(BUF) generate
+	$(MAKE) web
+
+.PHONY: web
+web: tools ## Build the demo page into web/demo/dist, which the web package embeds
+	node web/scripts/build-demo.mjs
+
+GENERATED := gen web/src/gen web/demo/dist
 
 .PHONY: checkgenerate
-checkgenerate: generate ## Fail if gen/ differs from what proto/ generates
-	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
-		echo "gen/ is out of date: run 'make generate' and commit the result"; \
-		git status --porcelain -- gen; git --no-pager diff -- gen | head -50; exit 1; \
+checkgenerate: generate ## Fail if gen/, web/src/gen/ or web/demo/dist/ differ from what their sources build
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+		echo "generated files are out of date: run 'make generate' and commit the result"; \
+		git status --porcelain -- $(GENERATED); git --no-pager diff -- $(GENERATED) | head -50; exit 1; \
 	fi
 
 .PHONY: lint
-lint: tools ## go vet, staticcheck, buf lint, buf format
+lint: tools ## go vet, staticcheck, buf lint, buf format, tsc (strict)
 	go vet ./...
 	$(STATICCHECK) ./...
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+	cd web && ../node_modules/.bin/tsc -p tsconfig.json --noEmit

@@ -1,0 +1,228 @@
+// Command testserver runs the demo backend behind several bridges on
+// 127.0.0.1, for the TypeScript client's tests in Node. It prints its base
+// URL ("http://127.0.0.1:PORT") on the first line of its standard output,
+// serves until its standard input closes (so it never outlives the test
+// that started it), and records every backend call for the tests to check.
+//
+// It also serves the demo page, as `grpcws --demo` does, which makes it a
+// development server for the page and the client:
+//
+//	go run ./web/internal/testserver -listen 127.0.0.1:8080 -origin 127.0.0.1:8000
+//
+// Flags:
+//
+//	-listen ADDR    the address to listen on (default 127.0.0.1:0: any free port)
+//	-origin PATTERN allow browser pages from these origins too (repeatable)
+//
+// Routes:
+//
+//	/                     the bridge: EchoService and ChatService; the demo page for plain GETs
+//	/echo-only/           a bridge with EchoService only (ChatService is an unknown route)
+//	/limited/             a bridge that allows one connection at a time
+//	/doomed/              a bridge that POST /_test/close-doomed closes
+//	/_test/calls?id=X     the backend calls whose x-test-id metadata is X, as JSON
+//	/_test/close-doomed   closes the /doomed/ bridge (POST)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/grpcws/grpcws/bridge"
+	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
+	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
+	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/web"
+)
+
+func main() {
+	if err := run(); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// call is what the backend saw of one call.
+type call struct {
+	Method        string              `json:"method"`
+	Code          string              `json:"code"`   // the status the handler returned
+	CtxErr        string              `json:"ctxErr"` // the context's error when it returned
+	Done          bool                `json:"done"`
+	HasDeadline   bool                `json:"hasDeadline"`
+	Authorization string              `json:"authorization"`
+	Metadata      map[string][]string `json:"metadata"`
+}
+
+type recorder struct {
+	mu    sync.Mutex
+	calls map[string][]*call // by x-test-id
+}
+
+func (r *recorder) start(ctx context.Context, method string) *call {
+	md, _ := metadata.FromIncomingContext(ctx)
+	_, hasDeadline := ctx.Deadline()
+	c := &call{Method: method, Metadata: map[string][]string{}, HasDeadline: hasDeadline}
+	for k, v := range md {
+		if k == "authorization" {
+			c.Authorization = v[0]
+			continue
+		}
+		c.Metadata[k] = v
+	}
+	id := ""
+	if v := md.Get("x-test-id"); len(v) > 0 {
+		id = v[0]
+	}
+	r.mu.Lock()
+	r.calls[id] = append(r.calls[id], c)
+	r.mu.Unlock()
+	return c
+}
+
+func (r *recorder) end(ctx context.Context, c *call, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c.Code = status.Code(err).String()
+	if e := ctx.Err(); e != nil {
+		c.CtxErr = e.Error()
+	}
+	c.Done = true
+}
+
+func (r *recorder) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	c := r.start(ctx, info.FullMethod)
+	res, err := h(ctx, req)
+	r.end(ctx, c, err)
+	return res, err
+}
+
+func (r *recorder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	c := r.start(ss.Context(), info.FullMethod)
+	err := h(srv, ss)
+	r.end(ss.Context(), c, err)
+	return err
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	calls := r.calls[req.URL.Query().Get("id")]
+	b, err := json.Marshal(calls)
+	r.mu.Unlock()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+type patterns []string
+
+func (p *patterns) String() string     { return fmt.Sprint(*p) }
+func (p *patterns) Set(v string) error { *p = append(*p, v); return nil }
+
+func run() error {
+	listen := flag.String("listen", "127.0.0.1:0", "the `address` to listen on")
+	var origins patterns
+	flag.Var(&origins, "origin", "allow browser pages from origins matching this `pattern` (repeatable)")
+	flag.Parse()
+
+	rec := &recorder{calls: map[string][]*call{}}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	backend := grpc.NewServer(grpc.ChainUnaryInterceptor(rec.unary), grpc.ChainStreamInterceptor(rec.stream))
+	demo.Register(backend)
+	go func() { _ = backend.Serve(lis) }()
+	defer backend.Stop()
+
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+
+	echo := echov1.File_examples_echo_v1_echo_proto.Services().ByName("EchoService")
+	chat := chatv1.File_examples_chat_v1_chat_proto.Services().ByName("ChatService")
+	newBridge := func(descs []protoreflect.ServiceDescriptor, opts ...bridge.Option) (*bridge.Handler, error) {
+		services := make([]bridge.Service, 0, len(descs))
+		for _, d := range descs {
+			services = append(services, bridge.Service{Desc: d, Conn: cc})
+		}
+		return bridge.NewHandler(services, append([]bridge.Option{bridge.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
+	}
+	full, err := newBridge([]protoreflect.ServiceDescriptor{echo, chat}, bridge.WithOriginPatterns(origins...))
+	if err != nil {
+		return err
+	}
+	echoOnly, err := newBridge([]protoreflect.ServiceDescriptor{echo})
+	if err != nil {
+		return err
+	}
+	limited, err := newBridge([]protoreflect.ServiceDescriptor{echo}, bridge.WithConnLimiter(bridge.NewConnLimiter(1, 0)))
+	if err != nil {
+		return err
+	}
+	doomed, err := newBridge([]protoreflect.ServiceDescriptor{echo})
+	if err != nil {
+		return err
+	}
+	handlers := []*bridge.Handler{full, echoOnly, limited, doomed}
+
+	page := web.Handler()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			page.ServeHTTP(w, r)
+			return
+		}
+		full.ServeHTTP(w, r)
+	})
+	mux.Handle("/echo-only/", echoOnly)
+	mux.Handle("/limited/", limited)
+	mux.Handle("/doomed/", doomed)
+	mux.Handle("GET /_test/calls", rec)
+	mux.HandleFunc("POST /_test/close-doomed", func(w http.ResponseWriter, _ *http.Request) {
+		doomed.Close()
+		w.WriteHeader(http.StatusNoContent)
+	})
+
+	hl, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(hl) }()
+	fmt.Printf("http://%s\n", hl.Addr())
+
+	// Serve until standard input closes: the parent exited or is done.
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	for _, h := range handlers {
+		h.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+import type { Metadata } from "./gen/grpcws/v1/control_pb.js";
+
+/**
+ * A metadata value: a string, or bytes for a key ending in "-bin" (sent in
+ * base64).
+ */
+export type MetadataValue = string | Uint8Array;
+
+/**
+ * MetadataInit is request metadata: keys to one value or several. Keys are
+ * lower-cased; they must be made of 0-9 a-z _ . - and not be reserved by
+ * gRPC (docs/protocol.md, section 2), or the bridge refuses the RPC with
+ * InvalidArgument.
+ *
+ * A browser cannot set WebSocket headers, so request metadata travels in
+ * the URL's query string: do not put secrets in it (use the token option,
+ * which travels in the subprotocol list instead).
+ */
+export type MetadataInit =
+  | Readonly<Record<string, MetadataValue | readonly MetadataValue[]>>
+  | Iterable<readonly [string, MetadataValue]>;
+
+/** entries lists the key-value pairs of init, in order, keys lower-cased. */
+export function metadataEntries(init: MetadataInit | undefined): [string, string][] {
+  if (init === undefined) {
+    return [];
+  }
+  const out: [string, string][] = [];
+  const add = (key: string, value: MetadataValue): void => {
+    out.push([key.toLowerCase(), typeof value === "string" ? value : encodeBase64(value)]);
+  };
+  if (isIterable(init)) {
+    for (const [k, v] of init) {
+      add(k, v);
+    }
+    return out;
+  }
+  for (const [k, v] of Object.entries(init)) {
+    if (typeof v === "string" || v instanceof Uint8Array) {
+      add(k, v);
+    } else {
+      for (const one of v) {
+        add(k, one);
+      }
+    }
+  }
+  return out;
+}
+
+function isIterable(v: object): v is Iterable<readonly [string, MetadataValue]> {
+  return typeof (v as { [Symbol.iterator]?: unknown })[Symbol.iterator] === "function";
+}
+
+/**
+ * encodeTimeout writes a timeout in milliseconds in gRPC's grpc-timeout
+ * format (at most 8 digits and a unit), rounding up so the deadline is
+ * never earlier than asked.
+ */
+export function encodeTimeout(ms: number): string {
+  if (!(ms > 0)) {
+    return "1n";
+  }
+  const units: [number, string][] = [
+    [1, "m"],
+    [1_000, "S"],
+    [60_000, "M"],
+    [3_600_000, "H"],
+  ];
+  for (const [size, unit] of units) {
+    const n = Math.ceil(ms / size);
+    if (n <= 99_999_999) {
+      return `${String(n)}${unit}`;
+    }
+  }
+  return "99999999H";
+}
+
+/** The prefix of the subprotocol entry that carries a bearer token. */
+export const bearerPrefix = "base64url.bearer.grpcws.";
+
+/**
+ * bearerSubprotocol returns the subprotocol entry that carries token:
+ * "base64url.bearer.grpcws." and the token in base64url without padding.
+ * The bridge sends it to the backend as "authorization: Bearer <token>".
+ */
+export function bearerSubprotocol(token: string): string {
+  const b64 = encodeBase64(new TextEncoder().encode(token));
+  return bearerPrefix + b64.replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** encodeBase64 returns bytes in standard base64 with padding. */
+export function encodeBase64(bytes: Uint8Array): string {
+  let s = "";
+  const chunk = 0x8000;
+  for (let i = 0; i < bytes.length; i += chunk) {
+    s += String.fromCharCode(...bytes.subarray(i, i + chunk));
+  }
+  return btoa(s);
+}
+
+/**
+ * decodeBase64 decodes base64 in the standard or URL alphabet, with or
+ * without padding: the values of "-bin" metadata keys.
+ */
+export function decodeBase64(s: string): Uint8Array {
+  let t = s.replace(/-/g, "+").replace(/_/g, "/").replace(/=+$/, "");
+  t += "===".slice((t.length + 3) % 4);
+  const bin = atob(t);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) {
+    out[i] = bin.charCodeAt(i);
+  }
+  return out;
+}
+
+/** toHeaders copies control-frame metadata into a Headers. */
+export function toHeaders(md: Metadata | undefined): Headers {
+  const h = new Headers();
+  if (md === undefined) {
+    return h;
+  }
+  for (const [key, vals] of Object.entries(md.entries)) {
+    for (const v of vals.values) {
+      try {
+        h.append(key, v);
+      } catch {
+        // A name or value a Headers cannot hold (gRPC allows none): skip it
+        // rather than fail the RPC.
+      }
+    }
+  }
+  return h;
+}
