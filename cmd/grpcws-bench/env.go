@@ -55,8 +55,9 @@ func startEnv(ctx context.Context, bridgePath string, extra []string) (*env, err
 		e.close()
 		return nil, err
 	}
-	args := append([]string{"--listen", "127.0.0.1:0", "--backend", e.backendAddr,
-		"--descriptors", descriptors, "--log-level", "warn"}, extra...)
+	args := append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		"--backend", e.backendAddr, "--descriptors", descriptors, "--expose", "*", "--log-level", "warn",
+		"--max-connections", "0", "--max-connections-per-ip", "0"}, extra...)
 	e.bridge = exec.CommandContext(ctx, bridgePath, args...)
 	if e.bridgeAddr, err = startProcess(e.bridge, "grpcws: listening on "); err != nil {
 		e.close()
@@ -94,6 +95,7 @@ func startProcess(cmd *exec.Cmd, prefix string) (string, error) {
 		if !ok {
 			return "", fmt.Errorf("unexpected first line %q", line)
 		}
+		addr, _, _ = strings.Cut(addr, " ") // the bridge goes on with its admin address
 		return addr, nil
 	case <-t.C:
 		return "", fmt.Errorf("no address after 30s")

@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.idle, "idle", 0, "idle streams to open for the memory figure (default 2000, full 10000)")
 	fs.IntVar(&o.scale, "scale", 0, "streams to hold in the scale mode (default off, full 15000)")
 	fs.DurationVar(&o.scaleTime, "scale-time", 60*time.Second, "how long the scale mode runs")
-	fs.StringVar(&o.extra, "bridge-flags", "", "extra `flags` for the bridge, space-separated (e.g. --pprof-listen 127.0.0.1:6060)")
+	fs.StringVar(&o.extra, "bridge-flags", "", "extra `flags` for the bridge, space-separated (e.g. --pprof --admin-listen 127.0.0.1:6060)")
 	fs.StringVar(&o.only, "only", "", "run only this part: compare, idle or scale")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -4,29 +4,33 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"strings"
-	"time"
 
-	"github.com/grpcws/grpcws/bridge"
+	"github.com/grpcws/grpcws/internal/config"
 )
 
-// config is the sidecar's configuration, from flags.
-type config struct {
+// flags is the command line. Flags override the configuration file, or
+// stand in for one in simple setups.
+type flags struct {
+	config         string
 	listen         string
+	adminListen    string
 	backend        string
-	descriptors    string
+	expose         []string
+	descriptors    []string
 	demo           bool
+	demoAddr       string // set once the demo backend runs
 	origins        []string
 	metadata       []string
-	maxMessageSize int
+	maxMessageSize config.ByteSize
+	maxConns       int
+	maxConnsPerIP  int
 	validate       bool
+	pprof          bool
 	logFormat      string
 	logLevel       string
-	reflectTimeout time.Duration
-	pprofListen    string
-	connections    int
+
+	set map[string]bool // flags given on the command line
 }
 
 // usageError is a bad command line: exit code 2.
@@ -38,23 +42,37 @@ type list []string
 func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(v string) error { *l = append(*l, v); return nil }
 
-func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	c := &config{}
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
 	fs := flag.NewFlagSet("grpcws", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "`address` to serve WebSocket clients on")
-	fs.StringVar(&c.backend, "backend", "", "gRPC backend `host:port` (plaintext)")
-	fs.StringVar(&c.descriptors, "descriptors", "", "descriptor set `file` (buf build -o api.binpb); default: the backend's server reflection")
-	fs.BoolVar(&c.demo, "demo", false, "start the built-in demo backend (echo and chat) and serve it")
-	fs.Var((*list)(&c.origins), "origin", "allow browser `origin`s matching this pattern, e.g. *.example.com (repeatable)")
-	fs.Var((*list)(&c.metadata), "metadata-header", "forward this request `header` to the backend as metadata (repeatable)")
-	fs.IntVar(&c.maxMessageSize, "max-message-size", bridge.DefaultMaxMessageSize, "largest message in either direction, in `bytes`")
-	fs.BoolVar(&c.validate, "validate", false, "parse every binary message from clients before forwarding it")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.IntVar(&c.connections, "backend-connections", 1, "HTTP/2 `connections` to the backend; streams are spread over them round-robin")
-	fs.StringVar(&c.pprofListen, "pprof-listen", "", "serve net/http/pprof on this `address` (off by default; keep it on 127.0.0.1)")
-	fs.DurationVar(&c.reflectTimeout, "reflect-timeout", 10*time.Second, "how long to wait for the backend's server reflection at startup")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage:
+  grpcws --demo                          the demo backend and page on 127.0.0.1:8080
+  grpcws --config grpcws.yaml [flags]    production: see docs/configuration.md
+  grpcws --backend HOST:PORT --expose SERVICE [flags]
+  grpcws check --config grpcws.yaml      validate a configuration file and exit
+
+Flags override the configuration file:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.config, "config", "", "configuration `file` (YAML); SIGHUP reloads it")
+	fs.StringVar(&f.listen, "listen", "", "`address` to serve WebSocket clients on (default 127.0.0.1:8080 with --demo, else :8080)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "`address` for /metrics, /healthz and /readyz (default 127.0.0.1:9901)")
+	fs.StringVar(&f.backend, "backend", "", "gRPC backend `target` (host:port, dns:///host:port, unix:///path), plaintext; a backend named \"default\"")
+	fs.Var((*list)(&f.expose), "expose", "with --backend: a `service` to expose (repeatable), or '*' for every service the backend has")
+	fs.Var((*list)(&f.descriptors), "descriptors", "with --backend: descriptor set `file` (buf build -o api.binpb), repeatable; default: the backend's server reflection")
+	fs.BoolVar(&f.demo, "demo", false, "start the built-in demo backend (echo and chat) and serve the demo page")
+	fs.Var((*list)(&f.origins), "origin", "allow browser `origin`s matching this pattern, e.g. *.example.com (repeatable)")
+	fs.Var((*list)(&f.metadata), "metadata-header", "forward this request `header` to the backend as metadata (repeatable)")
+	fs.Var(&f.maxMessageSize, "max-message-size", "largest message in either direction (`size`, e.g. 4MiB)")
+	fs.IntVar(&f.maxConns, "max-connections", 0, "most connections open at once; 0 for no limit (default 10000)")
+	fs.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", 0, "most connections open at once from one client address; 0 for no limit (default 100)")
+	fs.BoolVar(&f.validate, "validate", false, "parse every binary message from clients before forwarding it")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve /debug/pprof/ on the admin listener")
+	fs.StringVar(&f.logFormat, "log-format", "", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil, err
@@ -64,69 +82,81 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	if err := c.validateFlags(); err != nil {
-		return nil, usageError{err}
-	}
-	return c, nil
-}
-
-func (c *config) validateFlags() error {
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	switch {
-	case c.demo && c.backend != "":
-		return fmt.Errorf("--demo and --backend %q: choose one", c.backend)
-	case c.demo && c.descriptors != "":
-		return fmt.Errorf("--demo and --descriptors %q: the demo backend serves reflection", c.descriptors)
-	case !c.demo && c.backend == "":
-		return fmt.Errorf("--backend is required (or --demo)")
-	case c.maxMessageSize <= 0:
-		return fmt.Errorf("--max-message-size %d: must be positive", c.maxMessageSize)
-	case c.connections < 1 || c.connections > 64:
-		return fmt.Errorf("--backend-connections %d: want 1 to 64", c.connections)
-	case c.reflectTimeout <= 0:
-		return fmt.Errorf("--reflect-timeout %v: must be positive", c.reflectTimeout)
+	case f.demo && f.backend != "":
+		return nil, usageError{fmt.Errorf("--demo and --backend %q: choose one", f.backend)}
+	case f.backend != "" && len(f.expose) == 0:
+		return nil, usageError{fmt.Errorf("--backend %q: name the services to expose with --expose SERVICE, or --expose '*' for every service it has", f.backend)}
+	case f.backend == "" && (len(f.expose) > 0 || len(f.descriptors) > 0):
+		return nil, usageError{fmt.Errorf("--expose and --descriptors go with --backend")}
+	case !f.demo && f.backend == "" && f.config == "":
+		return nil, usageError{fmt.Errorf("nothing to serve: give --config FILE, --backend TARGET --expose SERVICE, or --demo")}
 	}
-	if _, _, err := net.SplitHostPort(c.listen); err != nil {
-		return fmt.Errorf("--listen %q: %v", c.listen, err)
-	}
-	if c.pprofListen != "" {
-		if _, _, err := net.SplitHostPort(c.pprofListen); err != nil {
-			return fmt.Errorf("--pprof-listen %q: %v", c.pprofListen, err)
-		}
-	}
-	if c.backend != "" && !strings.Contains(c.backend, "://") {
-		if _, _, err := net.SplitHostPort(c.backend); err != nil {
-			return fmt.Errorf("--backend %q: %v", c.backend, err)
-		}
-	}
-	if c.logFormat != "text" && c.logFormat != "json" {
-		return fmt.Errorf("--log-format %q: want text or json", c.logFormat)
-	}
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
-	}
-	return nil
+	return f, nil
 }
 
-func (c *config) logger(w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+// load reads the configuration file, if any, and applies the flags to it.
+// It is also how SIGHUP reloads: the flags apply again.
+func (f *flags) load() (*config.Config, error) {
+	cfg := config.Default()
+	if f.config != "" {
+		var err error
+		if cfg, err = config.Load(f.config); err != nil {
+			return nil, err
+		}
+	}
+	if f.demo {
+		cfg.Listen.Address = "127.0.0.1:8080"
+		if f.demoAddr != "" {
+			cfg.Backends = append(cfg.Backends, config.NewBackend("demo", f.demoAddr))
+			cfg.Routes = append(cfg.Routes, config.Route{Backend: "demo", All: true})
+		}
+	}
+	if f.backend != "" {
+		b := config.NewBackend("default", f.backend)
+		b.Descriptors.Files = f.descriptors
+		cfg.Backends = append(cfg.Backends, b)
+		r := config.Route{Backend: "default"}
+		if len(f.expose) == 1 && f.expose[0] == "*" {
+			r.All = true
+		} else {
+			r.Services = f.expose
+		}
+		cfg.Routes = append(cfg.Routes, r)
+	}
+	if f.set["listen"] {
+		cfg.Listen.Address = f.listen
+	}
+	if f.set["admin-listen"] {
+		cfg.Admin.Address = f.adminListen
+	}
+	if f.pprof {
+		cfg.Admin.Pprof = true
+	}
+	cfg.Origins = append(cfg.Origins, f.origins...)
+	cfg.Metadata.Headers = append(cfg.Metadata.Headers, f.metadata...)
+	if f.set["max-message-size"] {
+		cfg.Limits.MaxMessageSize = f.maxMessageSize
+	}
+	if f.set["max-connections"] {
+		cfg.Limits.MaxConnections = f.maxConns
+	}
+	if f.set["max-connections-per-ip"] {
+		cfg.Limits.MaxConnectionsPerIP = f.maxConnsPerIP
+	}
+	if f.set["log-format"] {
+		cfg.Log.Format = f.logFormat
+	}
+	if f.set["log-level"] {
+		cfg.Log.Level = f.logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		if f.config == "" {
+			return nil, usageError{err}
+		}
 		return nil, err
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
-}
-
-// options turns the configuration into bridge options.
-func (c *config) options(log *slog.Logger) []bridge.Option {
-	return []bridge.Option{
-		bridge.WithLogger(log),
-		bridge.WithOriginPatterns(c.origins...),
-		bridge.WithMetadataHeaders(c.metadata...),
-		bridge.WithMaxMessageSize(c.maxMessageSize),
-		bridge.WithValidation(c.validate),
-	}
+	return cfg, nil
 }

@@ -10,8 +10,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,11 +52,19 @@ func start(t *testing.T, args ...string) string {
 // stops when the test ends at the latest.
 func launch(t *testing.T, args ...string) (addr string, stop func() error) {
 	t.Helper()
+	addr, _, stop = launchReload(t, nil, args...)
+	return addr, stop
+}
+
+// launchReload is launch with a reload channel, and also returns the admin
+// listener's address.
+func launchReload(t *testing.T, reload chan os.Signal, args ...string) (addr, admin string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--log-level", "error"}, args...), pw, io.Discard)
+		err := run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "error"}, args...), reload, pw, io.Discard)
 		pw.CloseWithError(errors.New("run returned"))
 		done <- err
 	}()
@@ -67,11 +78,12 @@ func launch(t *testing.T, args ...string) (addr string, stop func() error) {
 		t.Fatalf("no listening line: %v", err)
 	}
 	go io.Copy(io.Discard, pr)
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "grpcws: listening on ")
-	if !ok {
-		t.Fatalf("first line %q; want the listening address", line)
+	// grpcws: listening on ADDR (admin ADDR)
+	f := strings.Fields(line)
+	if len(f) != 6 || f[1] != "listening" || f[4] != "(admin" {
+		t.Fatalf("first line %q; want the listening addresses", line)
 	}
-	return addr, stop
+	return f[3], strings.TrimSuffix(f[5], ")"), stop
 }
 
 // echo calls Echo through the sidecar at addr with subprotocol and returns
@@ -156,21 +168,10 @@ func echoOnly(t *testing.T) string {
 	return lis.Addr().String()
 }
 
-func TestBackendConnections(t *testing.T) {
-	t.Parallel()
-	addr := start(t, "--demo", "--backend-connections", "3")
-	for i := range 4 { // more RPCs than connections: the rotation wraps around
-		msg := fmt.Sprint("call ", i)
-		if got, code := echo(t, addr, "examples.echo.v1.EchoService.Echo", msg); got != msg || code != websocket.StatusNormalClosure {
-			t.Errorf("echo: %q, close %d; want %q, 1000", got, code, msg)
-		}
-	}
-}
-
 func TestDescriptors(t *testing.T) {
 	t.Parallel()
 	path := testbackend.WriteDescriptorSet(t, echov1.File_examples_echo_v1_echo_proto)
-	addr := start(t, "--backend", echoOnly(t), "--descriptors", path)
+	addr := start(t, "--backend", echoOnly(t), "--descriptors", path, "--expose", "examples.echo.v1.EchoService")
 	if got, code := echo(t, addr, "examples.echo.v1.EchoService.Echo", "from a set"); got != "from a set" || code != websocket.StatusNormalClosure {
 		t.Errorf("echo: %q, close %d; want 'from a set', 1000", got, code)
 	}
@@ -182,20 +183,19 @@ func TestFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "--backend is required"},
-		{[]string{"--demo", "--backend", "x:1"}, `--demo and --backend "x:1"`},
-		{[]string{"--backend", "nohost"}, `--backend "nohost"`},
-		{[]string{"--demo", "--max-message-size", "0"}, "--max-message-size 0"},
-		{[]string{"--demo", "--log-format", "xml"}, `--log-format "xml"`},
-		{[]string{"--demo", "--log-level", "loud"}, `--log-level "loud"`},
-		{[]string{"--demo", "--listen", "8080"}, `--listen "8080"`},
+		{nil, "nothing to serve: give --config FILE, --backend TARGET --expose SERVICE, or --demo"},
+		{[]string{"--demo", "--backend", "x:1"}, `--demo and --backend "x:1": choose one`},
+		{[]string{"--backend", "x:1"}, `--backend "x:1": name the services to expose with --expose SERVICE, or --expose '*' for every service it has`},
+		{[]string{"--expose", "a.B"}, "--expose and --descriptors go with --backend"},
+		{[]string{"--demo", "--max-message-size", "lots"}, `invalid value "lots" for flag -max-message-size`},
+		{[]string{"--demo", "--log-format", "xml"}, `log.format: "xml"`},
+		{[]string{"--demo", "--log-level", "loud"}, `log.level: "loud"`},
+		{[]string{"--demo", "--listen", "8080"}, `listen.address: "8080"`},
 		{[]string{"--demo", "extra"}, `unexpected argument "extra"`},
-		{[]string{"--demo", "--backend-connections", "0"}, "--backend-connections 0"},
-		{[]string{"--demo", "--pprof-listen", "6060"}, `--pprof-listen "6060"`},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	}
 	for _, tt := range tests {
-		err := run(context.Background(), tt.args, io.Discard, io.Discard)
+		err := run(context.Background(), tt.args, nil, io.Discard, io.Discard)
 		var ue usageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run(%q) = %v; want a usage error containing %q", tt.args, err, tt.want)
@@ -203,11 +203,111 @@ func TestFlagErrors(t *testing.T) {
 	}
 }
 
-func TestBackendWithoutReflection(t *testing.T) {
+func TestCheck(t *testing.T) {
 	t.Parallel()
-	err := run(context.Background(), []string{"--listen", "127.0.0.1:0", "--backend", echoOnly(t)}, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "--descriptors") {
-		t.Errorf("run = %v; want an error that suggests --descriptors", err)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, good, "backends:\n  - name: orders\n    target: 127.0.0.1:9090\nroutes:\n  - backend: orders\n    all: true\n")
+	writeFile(t, bad, "backends:\n  - name: orders\n    target: 127.0.0.1:9090\nroutes:\n  - backend: nope\n    all: true\n")
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"check", "--config", good}, nil, &out, io.Discard); err != nil {
+		t.Fatalf("check good: %v", err)
+	}
+	if got, want := out.String(), good+": ok\n"; got != want {
+		t.Errorf("check good printed %q; want %q", got, want)
+	}
+	err := run(context.Background(), []string{"check", "--config", bad}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml:5: routes[0].backend: \"nope\"") {
+		t.Errorf("check bad = %v; want the field, value and line", err)
+	}
+	var ue usageError
+	if err := run(context.Background(), []string{"check"}, nil, io.Discard, io.Discard); !errors.As(err, &ue) {
+		t.Errorf("check without --config = %v; want a usage error", err)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReload rewrites the configuration file and sends SIGHUP's stand-in:
+// a new route serves new connections, and a stream open across the reload
+// goes on.
+func TestReload(t *testing.T) {
+	t.Parallel()
+	backend := echoOnly(t)
+	path := filepath.Join(t.TempDir(), "grpcws.yaml")
+	descriptors := testbackend.WriteDescriptorSet(t, echov1.File_examples_echo_v1_echo_proto)
+	conf := func(alias string) string {
+		return fmt.Sprintf(`backends:
+  - name: echo
+    target: %s
+    descriptors:
+      files: [%s]
+routes:
+  - backend: echo
+    methods: [examples.echo.v1.EchoService/Bidi, examples.echo.v1.EchoService/Echo]
+    aliases:
+      examples.echo.v1.EchoService/Echo: %s
+`, backend, descriptors, alias)
+	}
+	writeFile(t, path, conf("echo-v1"))
+	reload := make(chan os.Signal)
+	addr, _, stop := launchReload(t, reload, "--config", path)
+	defer stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open, _, err := websocket.Dial(ctx, "ws://"+addr+"/", &websocket.DialOptions{Subprotocols: []string{"examples.echo.v1.EchoService.Bidi"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.CloseNow()
+	bidi := func(msg string) {
+		t.Helper()
+		b, _ := proto.Marshal(&echov1.BidiRequest{Message: msg})
+		if err := open.Write(ctx, websocket.MessageBinary, b); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			typ, _, err := open.Read(ctx)
+			if err != nil {
+				t.Fatalf("bidi: %v", err)
+			}
+			if typ == websocket.MessageBinary {
+				return
+			}
+		}
+	}
+	bidi("before")
+
+	writeFile(t, path, conf("echo-v2"))
+	reload <- syscall.SIGHUP
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got, code := echo(t, addr, "echo-v2", "new"); got == "new" && code == websocket.StatusNormalClosure {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new alias does not answer 5s after the reload")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, code := echo(t, addr, "echo-v1", "old"); code != 4012 {
+		t.Errorf("old alias after the reload: close %d; want 4012", code)
+	}
+	bidi("after") // the stream opened before the reload still works
+
+	// A broken file keeps the running configuration.
+	writeFile(t, path, "routes: [")
+	reload <- syscall.SIGHUP
+	reload <- syscall.SIGHUP // the second send returns after the first reload ran
+	if got, code := echo(t, addr, "echo-v2", "still"); got != "still" || code != websocket.StatusNormalClosure {
+		t.Errorf("after a failed reload: %q, close %d; want still, 1000", got, code)
 	}
 }
 
@@ -292,34 +392,55 @@ func TestDemoFrames(t *testing.T) {
 	}
 }
 
-func TestHealthz(t *testing.T) {
+func TestAdmin(t *testing.T) {
 	t.Parallel()
-	addr := start(t, "--demo")
+	addr, admin, stop := launchReload(t, nil, "--demo")
+	defer stop()
+	// The demo backend connects in the background: wait for readiness.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not ready after 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, tt := range []struct {
-		name, path string
-		want       int
-		wantBody   string
+		name, url string
+		want      int
+		wantBody  string
 	}{
-		{"healthz", "/healthz", http.StatusOK, "ok\n"},
-		{"bridge without upgrade", "/", http.StatusUpgradeRequired, ""},
+		{"healthz", "http://" + admin + "/healthz", http.StatusOK, "ok\n"},
+		{"readyz", "http://" + admin + "/readyz", http.StatusOK, "ok\n"},
+		{"metrics", "http://" + admin + "/metrics", http.StatusOK, "grpcws_handshakes_total"},
+		{"demo page", "http://" + addr + "/", http.StatusOK, "<!doctype html>"},
+		{"no pprof by default", "http://" + admin + "/debug/pprof/", http.StatusNotFound, ""},
 	} {
-		res, err := http.Get("http://" + addr + tt.path)
+		res, err := http.Get(tt.url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		if res.StatusCode != tt.want || (tt.wantBody != "" && string(body) != tt.wantBody) {
+		if res.StatusCode != tt.want || !strings.Contains(strings.ToLower(string(body)), tt.wantBody) {
 			t.Errorf("%s: %d %q; want %d %q", tt.name, res.StatusCode, body, tt.want, tt.wantBody)
 		}
 	}
 }
 
-// TestShutdown cancels run's context with a stream open: the client gets
-// UNAVAILABLE and 1001, and run returns nil.
+// TestShutdown cancels run's context with a stream open: after the drain's
+// grace period the client gets UNAVAILABLE and 1001, and run returns nil.
 func TestShutdown(t *testing.T) {
 	t.Parallel()
-	addr, stop := launch(t, "--demo")
+	path := filepath.Join(t.TempDir(), "grpcws.yaml")
+	writeFile(t, path, "drain:\n  grace_period: 200ms\n  timeout: 5s\n")
+	addr, stop := launch(t, "--demo", "--config", path)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/", &websocket.DialOptions{Subprotocols: []string{"examples.echo.v1.EchoService.Ticker"}})
