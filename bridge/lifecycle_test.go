@@ -75,7 +75,10 @@ func TestShutdown(t *testing.T) {
 		go func() { done <- f.handler.Shutdown(ctx) }()
 		// New connections are refused while the old ones drain...
 		waitFor(t, func() bool {
+			// A connection that beats the shutdown is served: it
+			// needs its request to end.
 			n := f.dial(t, ctx, "", nil, echoRoute)
+			_ = n.Write(ctx, websocket.MessageBinary, mustMarshal(t, &echov1.EchoRequest{}))
 			r := readAll(t, ctx, n)
 			return r.close == websocket.StatusGoingAway
 		})
