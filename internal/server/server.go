@@ -27,6 +27,7 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	"github.com/grpcws/grpcws/internal/config"
+	"github.com/grpcws/grpcws/internal/httpgw"
 	"github.com/grpcws/grpcws/internal/metrics"
 	"github.com/grpcws/grpcws/internal/tlsfiles"
 )
@@ -86,6 +87,7 @@ type Server struct {
 // open streams until those end or the drain closes them.
 type generation struct {
 	handler  *bridge.Handler
+	gateway  *httpgw.Gateway // gRPC-Web, Connect and gRPC over HTTP, same routes
 	backends []*backend
 	problems []string // why it is not ready, e.g. a route to a missing service
 }
@@ -179,8 +181,14 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	s.awaitDescriptors(ctx)
 
+	// HTTP/2 without TLS serves gRPC clients (prior knowledge); browsers
+	// and WebSocket upgrades use HTTP/1.1.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(s.serveFront),
+		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.Limits.HandshakeTimeout, // the TLS and WebSocket handshakes too
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -259,6 +267,7 @@ func (s *Server) drain() error {
 	var wg sync.WaitGroup
 	for _, g := range gens {
 		wg.Go(func() { _ = g.handler.Shutdown(grace) })
+		wg.Go(func() { _ = g.gateway.Shutdown(grace) })
 	}
 	drained := make(chan struct{})
 	go func() {
@@ -286,9 +295,14 @@ func (s *Server) drain() error {
 	return err
 }
 
-// serveFront sends WebSocket upgrades to the newest generation and other
-// requests to the fallback.
+// serveFront sends WebSocket upgrades to the newest generation's bridge,
+// gRPC-Web, Connect and gRPC requests (and their CORS preflights) to its
+// gateway, and other requests to the fallback.
 func (s *Server) serveFront(w http.ResponseWriter, r *http.Request) {
+	if httpgw.Handles(r) {
+		s.front.Load().gateway.ServeHTTP(w, s.tracing.extract(r))
+		return
+	}
 	if s.opts.Fallback != nil && !isUpgrade(r) {
 		s.opts.Fallback.ServeHTTP(w, r)
 		return
@@ -377,12 +391,24 @@ func (s *Server) rebuild(cfg *config.Config) error {
 		}
 		return err
 	}
-	g := &generation{handler: h, problems: problems}
+	gw, err := httpgw.New(s.gatewayOptions(cfg, services))
+	if err != nil {
+		h.Close()
+		for _, b := range fresh {
+			b.close()
+		}
+		return err
+	}
+	g := &generation{handler: h, gateway: gw, problems: problems}
 	for _, b := range backends {
 		g.backends = append(g.backends, b)
 	}
 	for _, p := range problems {
-		s.log.Warn("grpcws: route not served", slog.String("problem", p))
+		level := slog.LevelWarn
+		if strings.Contains(p, notLoadedYet) {
+			level = slog.LevelInfo // the usual state while a backend starts
+		}
+		s.log.Log(context.Background(), level, "grpcws: route not served", slog.String("problem", p))
 	}
 
 	s.mu.Lock()
@@ -414,7 +440,10 @@ func (s *Server) rebuild(cfg *config.Config) error {
 // releases its backends.
 func (s *Server) retireGeneration(g *generation) {
 	defer s.retiring.Done()
-	_ = g.handler.Shutdown(s.retire)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = g.handler.Shutdown(s.retire) })
+	wg.Go(func() { _ = g.gateway.Shutdown(s.retire) })
+	wg.Wait()
 	s.mu.Lock()
 	delete(s.generations, g)
 	var unused []*backend
@@ -517,6 +546,25 @@ func (s *Server) handlerOptions(cfg *config.Config) []bridge.Option {
 	return opts
 }
 
+// gatewayOptions configures a generation's HTTP gateway like its bridge:
+// the same routes, origins, metadata rules, limits, observer and log.
+func (s *Server) gatewayOptions(cfg *config.Config, services []bridge.Service) httpgw.Options {
+	return httpgw.Options{
+		Services:             services,
+		OriginPatterns:       cfg.Origins,
+		MetadataHeaders:      cfg.Metadata.Headers,
+		MetadataCookies:      cfg.Metadata.Cookies,
+		MetadataAllow:        cfg.Metadata.Allow,
+		TrustedProxies:       cfg.TrustedProxyPrefixes(),
+		ForwardClientAddress: cfg.Metadata.ForwardClientAddressEnabled(),
+		MaxMessageSize:       int(cfg.Limits.MaxMessageSize),
+		MaxStreamDuration:    cfg.Limits.MaxStreamDuration,
+		Observer:             s.metrics,
+		Logger:               s.log,
+		AccessLog:            cfg.Log.AccessEnabled(),
+	}
+}
+
 // routeServices turns the routes of cfg into the bridge's services, from
 // the descriptors the backends have loaded. Routes that cannot be served
 // yet or at all are left out and described in problems.
@@ -530,7 +578,7 @@ func routeServices(cfg *config.Config, backends map[string]*backend) (services [
 		}
 		loaded, loadErr := b.loaded()
 		if loaded == nil {
-			p := fmt.Sprintf("routes[%d]: backend %s: descriptors not loaded yet", i, r.Backend)
+			p := fmt.Sprintf("routes[%d]: backend %s: %s", i, r.Backend, notLoadedYet)
 			if loadErr != nil {
 				p += ": " + loadErr.Error()
 			}
@@ -611,6 +659,8 @@ func routeServices(cfg *config.Config, backends map[string]*backend) (services [
 	}
 	return services, problems
 }
+
+const notLoadedYet = "descriptors not loaded yet"
 
 // ready reports whether the sidecar should get traffic, and if not, why.
 func (s *Server) ready() []string {
