@@ -32,8 +32,8 @@ type logRecorder struct {
 }
 
 func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *logRecorder) WithGroup(string) slog.Handler           { return h }
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler            { return h }
 
 func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
@@ -83,10 +83,12 @@ func serveHTTPS(t *testing.T, c *tls.Config, serveTLS bool) string {
 		// The client certificate tests fail handshakes on purpose.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
+	if serveTLS {
+		srv.TLSConfig = c
+	}
 	done := make(chan error, 1)
 	go func() {
 		if serveTLS {
-			srv.TLSConfig = c
 			done <- srv.ServeTLS(lis, "", "")
 		} else {
 			done <- srv.Serve(tls.NewListener(lis, c))
