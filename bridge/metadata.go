@@ -18,6 +18,7 @@ import (
 )
 
 const (
+	bearerPrefix         = "base64url.bearer."
 	metadataHeaderPrefix = "grpc-metadata-"
 	timeoutKey           = "grpc-timeout"
 )
@@ -41,7 +42,11 @@ func parseOffer(r *http.Request) (offer, error) {
 			}
 			enc, ok := strings.CutPrefix(p, tokenPrefix)
 			if !ok {
-				o.names = append(o.names, p)
+				// Tokens of other schemes (base64url.bearer.authorization.k8s.io.…)
+				// are never route names: never echo or log them.
+				if !strings.HasPrefix(p, bearerPrefix) {
+					o.names = append(o.names, p)
+				}
 				continue
 			}
 			tok, err := decodeToken(enc)

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -45,7 +48,8 @@ type session struct {
 	pinging  sync.WaitGroup
 	watchdog *time.Timer // closes a connection whose write stalls
 	stalled  atomic.Bool
-	outcome  codes.Code // what ended the RPC, for the log
+	sending  atomic.Bool // upstream is in SendMsg: pongs go unread meanwhile
+	outcome  codes.Code  // what ended the RPC, for the log
 	obs      StreamObserver
 	lastMsg  atomic.Int64 // time.Now().UnixNano() of the last message either way, for the idle timeout
 	msgsIn   int64        // written by upstream only
@@ -186,7 +190,10 @@ func (s *session) upstream(stream grpc.ClientStream) {
 			msg.Free()
 		} else {
 			out.data = msg
-			if err := stream.SendMsg(&out); err != nil {
+			s.sending.Store(true)
+			err := stream.SendMsg(&out)
+			s.sending.Store(false)
+			if err != nil {
 				// io.EOF: the RPC ended, and RecvMsg returns its status.
 				sendDone = true
 			}
@@ -279,9 +286,24 @@ func (s *session) readFailed(err error) {
 		// The WebSocket layer has already closed with 1009.
 		s.fail(&failure{silent: true, code: closeTooBig, status: status.Newf(codes.ResourceExhausted,
 			"grpcws: client message larger than %d bytes", s.route.maxMsg)})
-	default:
+	case connectionGone(err):
 		s.fail(&failure{silent: true, status: status.Newf(codes.Canceled, "grpcws: client connection lost: %v", err)})
+	default:
+		// The client broke the WebSocket protocol (an unmasked frame, a
+		// bad length, compressed data that does not inflate). The
+		// WebSocket layer does not always say so: close with 1002.
+		s.fail(&failure{closeOnly: true, code: websocket.StatusProtocolError, status: status.Newf(codes.Canceled,
+			"grpcws: client broke the WebSocket protocol: %v", err)})
 	}
+}
+
+// connectionGone reports whether a read error means the connection ended
+// (closed, reset, timed out) rather than that the client broke the
+// protocol.
+func connectionGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, context.Canceled)
 }
 
 // downstream alone receives from the backend and writes to the client, and
@@ -383,6 +405,10 @@ func (s *session) end(stream grpc.ClientStream, err error) {
 	s.outcome = st.Code()
 	if f != nil && f.silent {
 		_ = s.conn.CloseNow()
+		return
+	}
+	if f != nil && f.closeOnly {
+		_ = s.conn.Close(code, "")
 		return
 	}
 	b, err := endFrame(st, trailers)
@@ -505,6 +531,11 @@ func (s *session) ping() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.h.cfg.pingTimeout)
 	err := s.conn.Ping(ctx)
 	cancel()
+	if err != nil && s.sending.Load() {
+		// Upstream is blocked handing a message to a backend that does not
+		// take it, so nothing reads the pong: no news about the client.
+		err = nil
+	}
 	if err != nil {
 		s.fail(&failure{silent: true, status: status.Newf(codes.Unavailable,
 			"grpcws: client did not answer a ping within %v", s.h.cfg.pingTimeout)})

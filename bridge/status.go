@@ -56,6 +56,9 @@ type failure struct {
 	code   websocket.StatusCode
 	// silent failures send nothing: the client is gone.
 	silent bool
+	// closeOnly failures send no end frame, only the close code: the
+	// client broke the WebSocket protocol.
+	closeOnly bool
 }
 
 func (f *failure) closeCode() websocket.StatusCode {

@@ -1,0 +1,226 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
+	"github.com/grpcws/grpcws/internal/wstest"
+)
+
+// The sidecar's defences against hostile connections that the bridge
+// library leaves to the server: the handshake timeout and the connection
+// limit per client address. docs/security.md lists them.
+
+// TestHandshakeTimeout opens connections that never finish the upgrade:
+// silent ones, and ones that dribble the request a byte at a time (a
+// slowloris). Each is cut at limits.handshake_timeout, and well-behaved
+// clients are served meanwhile.
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, false, nil)
+	cfg := testConfig(b.addr)
+	cfg.Limits.HandshakeTimeout = 500 * time.Millisecond
+	r := serve(t, Options{Config: cfg})
+	r.waitReady(t)
+	addr := r.Addr().String()
+	request := wstest.Request{Host: addr, Subprotocols: []string{echoRoute}}.Bytes()
+
+	tests := []struct {
+		name string
+		send func(nc net.Conn) // writes to the connection until it fails
+	}{
+		{"silent", func(net.Conn) {}},
+		{"one byte every 100ms", func(nc net.Conn) {
+			for _, c := range request {
+				if _, err := nc.Write([]byte{c}); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}},
+		{"endless headers", func(nc net.Conn) {
+			if _, err := io.WriteString(nc, "GET / HTTP/1.1\r\nHost: "+addr+"\r\n"); err != nil {
+				return
+			}
+			for i := 0; ; i++ {
+				if _, err := fmt.Fprintf(nc, "X-Pad-%d: 1\r\n", i); err != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}},
+		{"all but the last CRLF", func(nc net.Conn) {
+			_, _ = nc.Write(request[:len(request)-2])
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			start := time.Now()
+			_ = nc.SetDeadline(start.Add(10 * time.Second))
+			go tt.send(nc)
+			got, err := io.ReadAll(nc) // until the server closes
+			d := time.Since(start)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("still open after %v", d)
+			}
+			// net/http closes in silence, or with 400 when the timeout
+			// cut a line in half.
+			if len(got) != 0 && !strings.HasPrefix(string(got), "HTTP/1.1 400 ") {
+				t.Errorf("the server answered %q; want nothing or 400", got)
+			}
+			if d < cfg.Limits.HandshakeTimeout || d > cfg.Limits.HandshakeTimeout+2*time.Second {
+				t.Errorf("cut after %v; want about %v", d, cfg.Limits.HandshakeTimeout)
+			}
+		})
+	}
+	t.Run("good clients meanwhile", func(t *testing.T) {
+		t.Parallel()
+		ctx := testContext(t)
+		for range 5 {
+			if code := callEcho(t, ctx, dialer{}, r.url); code != websocket.StatusNormalClosure {
+				t.Fatalf("echo: close %d; want 1000", code)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	// Once upgraded, the handshake timeout no longer applies: a stream
+	// outlives it.
+	t.Run("upgraded streams outlive it", func(t *testing.T) {
+		t.Parallel()
+		ctx := testContext(t)
+		c := dialer{}.mustDial(t, ctx, r.url, bidiRoute)
+		send(t, ctx, c, &echov1.BidiRequest{Message: "a"})
+		next(t, ctx, c)
+		time.Sleep(2 * cfg.Limits.HandshakeTimeout)
+		send(t, ctx, c, &echov1.BidiRequest{Message: "b"})
+		next(t, ctx, c)
+	})
+}
+
+// TestPerIPFlood floods the bridge from one address while it holds that
+// address's whole allowance: every extra connection is refused with 1013,
+// the open ones keep working, and another address is served throughout.
+func TestPerIPFlood(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, false, nil)
+	cfg := testConfig(b.addr)
+	cfg.Limits.MaxConnections = 1000
+	cfg.Limits.MaxConnectionsPerIP = 3
+	r := serve(t, Options{Config: cfg})
+	r.waitReady(t)
+	ctx := testContext(t)
+
+	flooder := dialer{src: "127.0.0.2"}
+	var held []*websocket.Conn
+	for i := range cfg.Limits.MaxConnectionsPerIP {
+		c := flooder.mustDial(t, ctx, r.url, bidiRoute)
+		send(t, ctx, c, &echov1.BidiRequest{Message: fmt.Sprint(i)})
+		next(t, ctx, c)
+		held = append(held, c)
+	}
+
+	const flood = 50
+	var wg sync.WaitGroup
+	codes := make(chan string, flood)
+	for range flood {
+		wg.Go(func() {
+			c, err := flooder.dial(t, ctx, r.url, echoRoute)
+			if err != nil {
+				codes <- err.Error()
+				return
+			}
+			_, _, err = c.Read(ctx)
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) {
+				codes <- fmt.Sprintf("read %v", err)
+				return
+			}
+			codes <- fmt.Sprintf("%d %s", ce.Code, ce.Reason)
+		})
+	}
+	// Another address is served during the flood.
+	other := dialer{src: "127.0.0.3"}
+	for range 5 {
+		if code := callEcho(t, ctx, other, r.url); code != websocket.StatusNormalClosure {
+			t.Errorf("from another address during the flood: close %d; want 1000", code)
+		}
+	}
+	wg.Wait()
+	close(codes)
+	want := "1013 grpcws: too many connections from your address: try again later"
+	for got := range codes {
+		if got != want {
+			t.Errorf("flood connection: %s; want %s", got, want)
+		}
+	}
+	// The held connections were not disturbed.
+	for i, c := range held {
+		send(t, ctx, c, &echov1.BidiRequest{Message: fmt.Sprint("again ", i)})
+		next(t, ctx, c)
+	}
+	if n := r.limiter.Open(); n != len(held) {
+		t.Errorf("%d connections counted; want %d", n, len(held))
+	}
+	_, body := r.get(t, "/metrics")
+	if want := fmt.Sprintf(`grpcws_handshakes_total{outcome="over_limit"} %d`, flood); !strings.Contains(body, want) {
+		t.Errorf("metrics lack %q", want)
+	}
+	// A closed connection gives its place back.
+	held[0].Close(websocket.StatusNormalClosure, "")
+	waitFor(t, "the freed place", func() bool { return r.limiter.Open() == len(held)-1 })
+	if code := callEcho(t, ctx, flooder, r.url); code != websocket.StatusNormalClosure {
+		t.Errorf("from the flooder after a close: close %d; want 1000", code)
+	}
+}
+
+// TestHandshakeHeaderLimit sends an upgrade whose headers exceed what the
+// server reads (net/http's 1 MB): refused with 431 before the bridge.
+func TestHandshakeHeaderLimit(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, false, nil)
+	r := serve(t, Options{Config: testConfig(b.addr)})
+	r.waitReady(t)
+	addr := r.Addr().String()
+	junk := make([]string, 150_000)
+	for i := range junk {
+		junk[i] = fmt.Sprintf("junk.%d", i)
+	}
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	c := wstest.NewConn(nc)
+	go func() { _ = c.Write(wstest.Request{Host: addr, Subprotocols: junk}.Bytes()) }()
+	res, err := c.ReadResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %s; want 431", res.Status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if code := callEcho(t, ctx, dialer{}, r.url); code != websocket.StatusNormalClosure {
+		t.Errorf("echo after: close %d; want 1000", code)
+	}
+}
