@@ -67,6 +67,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"whose subprotocol names a method, such as \"package.Service.Method\"", http.StatusUpgradeRequired)
 		return
 	}
+	if offersGRPCWebsockets(r) {
+		h.serveGRPCWebsockets(w, r) // grpcwebproxy's protocol: docs/grpc-websockets.md
+		return
+	}
 
 	h.mu.Lock()
 	h.active++

@@ -428,7 +428,6 @@ func TestObserver(t *testing.T) {
 	}
 }
 
-
 // waitFor polls cond every 10 ms for up to 5 s.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
@@ -458,4 +457,3 @@ func dialFrom(t *testing.T, ctx context.Context, url, src string, header http.He
 	t.Cleanup(func() { c.CloseNow() })
 	return c
 }
-

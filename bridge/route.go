@@ -75,16 +75,17 @@ type route struct {
 	maxLife time.Duration // zero: none
 }
 
-// routeTable maps subprotocol names to routes. It is built once and then
-// only read.
+// routeTable maps subprotocol names, and method names, to routes. It is
+// built once and then only read.
 type routeTable struct {
-	byName map[string]*route
-	routes []Route
-	types  *dynamicpb.Types // for JSON: resolves Any and extensions
+	byName   map[string]*route
+	byMethod map[string]*route // "/package.Service/Method"
+	routes   []Route
+	types    *dynamicpb.Types // for JSON: resolves Any and extensions
 }
 
 func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
-	t := &routeTable{byName: map[string]*route{}}
+	t := &routeTable{byName: map[string]*route{}, byMethod: map[string]*route{}}
 	files := new(protoregistry.Files)
 	seen := map[protoreflect.FullName]bool{}
 	for i, s := range services {
@@ -154,6 +155,7 @@ func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
 				}
 				t.byName[name] = r
 			}
+			t.byMethod[r.Method] = r
 			t.routes = append(t.routes, r.Route)
 		}
 	}
@@ -174,6 +176,24 @@ func (t *routeTable) lookup(offered string) (r *route, json bool) {
 		}
 	}
 	return nil, false
+}
+
+// lookupMethod returns the route of the method a URL path names: the path
+// itself, "/package.Service/Method", or its last two segments, so that a
+// bridge mounted below a prefix ("/api/package.Service/Method") finds it too.
+func (t *routeTable) lookupMethod(urlPath string) *route {
+	if r, ok := t.byMethod[urlPath]; ok {
+		return r
+	}
+	i := strings.LastIndexByte(urlPath, '/')
+	if i <= 0 {
+		return nil
+	}
+	j := strings.LastIndexByte(urlPath[:i], '/')
+	if j < 0 || j == i-1 {
+		return nil
+	}
+	return t.byMethod[urlPath[j:]]
 }
 
 // addFile registers f and, first, its imports, skipping files already there.

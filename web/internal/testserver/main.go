@@ -16,7 +16,8 @@
 //
 // Routes:
 //
-//	/                     the bridge: EchoService and ChatService; the demo page for plain GETs
+//	/                     the bridge: EchoService and ChatService (protocol v1 and grpc-websockets);
+//	                      gRPC-Web and Connect requests for them (the HTTP gateway); the demo page for plain GETs
 //	/echo-only/           a bridge with EchoService only (ChatService is an unknown route)
 //	/limited/             a bridge that allows one connection at a time
 //	/doomed/              a bridge that POST /_test/close-doomed closes
@@ -49,6 +50,7 @@ import (
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/httpgw"
 	"github.com/grpcws/grpcws/web"
 )
 
@@ -185,10 +187,23 @@ func run() error {
 		return err
 	}
 	handlers := []*bridge.Handler{full, echoOnly, limited, doomed}
+	gateway, err := httpgw.New(httpgw.Options{
+		Services:       []bridge.Service{{Desc: echo, Conn: cc}, {Desc: chat, Conn: cc}},
+		OriginPatterns: origins,
+		Logger:         slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return err
+	}
+	defer gateway.Close()
 
 	page := web.Handler()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if httpgw.Handles(r) {
+			gateway.ServeHTTP(w, r)
+			return
+		}
 		if r.Header.Get("Upgrade") == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			page.ServeHTTP(w, r)
 			return
