@@ -257,7 +257,10 @@ export function nice(url: string, transport: NiceTransport, id: string, streamin
       try {
         for await (const m of client.ticker(new TickerRequest({ count: 0, interval: { nanos: 20_000_000 } }), { ...opts, signal: abort.signal })) {
           r.responses.push(formatJspb(m));
-          if (r.responses.length === 2) abort.abort();
+          if (r.responses.length === 2) {
+            abort.abort(); // cancels the call; the break drops a message already buffered
+            break;
+          }
         }
       } catch (e) {
         if (!(e instanceof Error && e.name === "AbortError")) throw e;
@@ -342,7 +345,10 @@ export function connect(transport: ConnectTransport, id: string): Scenarios {
       try {
         for await (const m of client.ticker({ count: 0, interval: { nanos: 20_000_000 } }, { ...opts, signal: abort.signal })) {
           r.responses.push(format(m));
-          if (r.responses.length === 2) abort.abort();
+          if (r.responses.length === 2) {
+            abort.abort(); // cancels the call; the break drops a message already buffered
+            break;
+          }
         }
       } catch (e) {
         if (ConnectError.from(e).code !== Code.Canceled) throw e;
