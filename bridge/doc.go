@@ -9,6 +9,12 @@
 // and the client's half-close. The wire protocol is specified in
 // docs/protocol.md, which is enough to write a client in any language.
 //
+// The Handler also speaks grpcwebproxy's "grpc-websockets" protocol, chosen
+// by that subprotocol, for clients such as @improbable-eng/grpc-web's
+// WebsocketTransport: the route comes from the URL path and messages are
+// gRPC-Web frames (docs/grpc-websockets.md). Both protocols share the
+// Handler's origins, limits, observer and shutdown.
+//
 // # Glossary
 //
 //   - client: the WebSocket side, typically a browser.
