@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/grpcws/grpcws/internal/peer"
 )
 
 // GRPCWebsockets is the subprotocol of improbable-eng's grpc-web WebSocket
@@ -74,7 +76,7 @@ func (h *Handler) serveGRPCWebsockets(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	defer h.release()
 
-	addr, forwardedFor := clientAddr(r, h.cfg.trustedProxies)
+	addr, forwardedFor := peer.ClientAddr(r, h.cfg.trustedProxies)
 	log := h.cfg.logger.With(slog.String("client", addr.String()), slog.String("protocol", GRPCWebsockets))
 	offer, offerErr := parseOffer(r)
 	rt := h.routes.lookupMethod(r.URL.Path)
@@ -404,13 +406,13 @@ func (s *gwsSession) upstream(stream grpc.ClientStream) {
 			if sendDone {
 				msg.Free()
 			} else {
-				out.data = msg
+				out.Data = msg
 				if err := stream.SendMsg(&out); err != nil {
 					sendDone = true // the RPC ended: RecvMsg returns its status
 				}
-				if out.data != nil {
-					out.data.Free()
-					out.data = nil
+				if out.Data != nil {
+					out.Data.Free()
+					out.Data = nil
 				}
 			}
 			if !s.route.ClientStreams {
@@ -501,10 +503,10 @@ func (s *gwsSession) downstream(stream grpc.ClientStream) {
 		if err = stream.RecvMsg(&in); err != nil {
 			break
 		}
-		n := in.data.Len()
-		werr := s.writeMessage(in.data)
-		in.data.Free()
-		in.data = nil
+		n := in.Data.Len()
+		werr := s.writeMessage(in.Data)
+		in.Data.Free()
+		in.Data = nil
 		if werr != nil {
 			if s.failure() == nil {
 				s.writeFailed(werr)
@@ -519,8 +521,8 @@ func (s *gwsSession) downstream(stream grpc.ClientStream) {
 	if err == nil {
 		for err == nil {
 			if err = stream.RecvMsg(&in); err == nil {
-				in.data.Free()
-				in.data = nil
+				in.Data.Free()
+				in.Data = nil
 			}
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/grpcws/grpcws/internal/peer"
 )
 
 // Handler serves protocol v1 (docs/protocol.md): every WebSocket connection
@@ -78,7 +80,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	defer h.release()
 
-	addr, forwardedFor := clientAddr(r, h.cfg.trustedProxies)
+	addr, forwardedFor := peer.ClientAddr(r, h.cfg.trustedProxies)
 	log := h.cfg.logger.With(slog.String("client", addr.String()))
 	offer, offerErr := parseOffer(r)
 	var (

@@ -1,10 +1,7 @@
 package bridge
 
 import (
-	"net"
-	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 )
 
@@ -69,57 +66,4 @@ func (l *ConnLimiter) release(addr netip.Addr) {
 	} else {
 		delete(l.byAddr, addr)
 	}
-}
-
-// clientAddr returns the address of the client of r, and the value for
-// x-forwarded-for metadata: the X-Forwarded-For of trusted proxies, if any,
-// and the peer's address. See WithTrustedProxies.
-func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
-	peer := peerAddr(r.RemoteAddr)
-	if !isTrusted(peer, trusted) {
-		return peer, peer.String()
-	}
-	// The peer is a trusted proxy: walk X-Forwarded-For from the right,
-	// past every trusted proxy, to the first address it did not add.
-	var hops []string
-	for _, v := range r.Header.Values("X-Forwarded-For") {
-		for h := range strings.SplitSeq(v, ",") {
-			if h = strings.TrimSpace(h); h != "" {
-				hops = append(hops, h)
-			}
-		}
-	}
-	client := peer
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(hops[i])
-		if err != nil {
-			break // garbage: believe nothing further left
-		}
-		client = a.Unmap()
-		if !isTrusted(client, trusted) {
-			break
-		}
-	}
-	return client, strings.Join(append(hops, peer.String()), ", ")
-}
-
-func peerAddr(remote string) netip.Addr {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return a.Unmap()
-}
-
-func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
-	for _, p := range trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

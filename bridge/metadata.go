@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	grpcwsv1 "github.com/grpcws/grpcws/gen/grpcws/v1"
+	"github.com/grpcws/grpcws/internal/peer"
 )
 
 const (
@@ -264,29 +264,14 @@ func toMetadata(md metadata.MD) *grpcwsv1.Metadata {
 	return m
 }
 
-// originAllowed reports whether r may upgrade. See WithOriginPatterns.
+// originAllowed reports whether r may upgrade, and its Origin. See
+// WithOriginPatterns.
 func originAllowed(r *http.Request, patterns []string) (bool, string) {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true, ""
 	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false, origin
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true, origin
-	}
-	for _, p := range patterns {
-		target := u.Host
-		if strings.Contains(p, "://") {
-			target = u.Scheme + "://" + u.Host
-		}
-		if ok, _ := path.Match(lower(p), lower(target)); ok {
-			return true, origin
-		}
-	}
-	return false, origin
+	return peer.OriginAllowed(origin, r.Host, patterns), origin
 }
 
 func printable(s string) bool {

@@ -189,7 +189,7 @@ func (s *session) upstream(stream grpc.ClientStream) {
 		if sendDone {
 			msg.Free()
 		} else {
-			out.data = msg
+			out.Data = msg
 			s.sending.Store(true)
 			err := stream.SendMsg(&out)
 			s.sending.Store(false)
@@ -197,9 +197,9 @@ func (s *session) upstream(stream grpc.ClientStream) {
 				// io.EOF: the RPC ended, and RecvMsg returns its status.
 				sendDone = true
 			}
-			if out.data != nil { // SendMsg failed before it took the buffers
-				out.data.Free()
-				out.data = nil
+			if out.Data != nil { // SendMsg failed before it took the buffers
+				out.Data.Free()
+				out.Data = nil
 			}
 		}
 		if !s.route.ClientStreams {
@@ -327,9 +327,9 @@ func (s *session) downstream(stream grpc.ClientStream) {
 		if err = stream.RecvMsg(&in); err != nil {
 			break
 		}
-		n, werr := s.writeMessage(in.data)
-		in.data.Free()
-		in.data = nil
+		n, werr := s.writeMessage(in.Data)
+		in.Data.Free()
+		in.Data = nil
 		if werr != nil {
 			if s.failure() == nil {
 				s.writeFailed(werr)
@@ -346,8 +346,8 @@ func (s *session) downstream(stream grpc.ClientStream) {
 		// wait for it to end so its trailers and goroutines are released.
 		for err == nil {
 			if err = stream.RecvMsg(&in); err == nil {
-				in.data.Free()
-				in.data = nil
+				in.Data.Free()
+				in.Data = nil
 			}
 		}
 	}

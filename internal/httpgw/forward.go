@@ -3,7 +3,6 @@ package httpgw
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,11 +12,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/grpcws/grpcws/bridge"
+	"github.com/grpcws/grpcws/internal/passthrough"
 )
 
 // A call is one RPC under way, for Close.
@@ -115,15 +114,15 @@ func (g *Gateway) pump(ctx context.Context, cancel context.CancelCauseFunc, ss g
 				}
 				return err
 			}
-			n := f.data.Len()
+			n := f.Data.Len()
 			stats.mu.Lock()
 			stats.msgsIn++
 			stats.bytesIn += int64(n)
 			stats.mu.Unlock()
 			obs.ClientMessage(n)
 			if err := cs.SendMsg(&f); err != nil {
-				if f.data != nil {
-					f.data.Free()
+				if f.Data != nil {
+					f.Data.Free()
 				}
 				return nil // the RPC ended: RecvMsg below returns its status
 			}
@@ -154,10 +153,10 @@ func (g *Gateway) pump(ctx context.Context, cancel context.CancelCauseFunc, ss g
 			}
 			return err
 		}
-		n := f.data.Len()
+		n := f.Data.Len()
 		serr := ss.SendMsg(&f)
-		if f.data != nil {
-			f.data.Free()
+		if f.Data != nil {
+			f.Data.Free()
 		}
 		if serr != nil {
 			return serr
@@ -262,33 +261,9 @@ func (g *Gateway) logCall(info *requestInfo, rt *route, st *status.Status, d tim
 	g.log.LogAttrs(context.Background(), level, "grpcws: rpc", attrs...)
 }
 
-// rawCodec passes messages through as bytes, both to the client (as the
-// in-process server's codec) and to the backend. It names itself "proto",
-// so both sides see application/grpc+proto.
-type rawCodec struct{}
-
-type frame struct {
-	data mem.BufferSlice
-}
-
-func (rawCodec) Name() string { return "proto" }
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	f, ok := v.(*frame)
-	if !ok {
-		return nil, fmt.Errorf("httpgw: raw codec cannot marshal %T", v)
-	}
-	data := f.data
-	f.data = nil
-	return data, nil
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	f, ok := v.(*frame)
-	if !ok {
-		return fmt.Errorf("httpgw: raw codec cannot unmarshal into %T", v)
-	}
-	data.Ref()
-	f.data = data
-	return nil
-}
+// rawCodec and frame pass messages through as bytes, both to the client (as
+// the in-process server's codec) and to the backend.
+type (
+	rawCodec = passthrough.Codec
+	frame    = passthrough.Frame
+)

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/grpcws/grpcws/bridge"
+	"github.com/grpcws/grpcws/internal/peer"
 )
 
 // Options configure a Gateway. The zero value of each field is its default.
@@ -252,7 +253,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	proto := protocolOf(r)
 	origin := r.Header.Get("Origin")
-	if origin != "" && !originAllowed(origin, r.Host, g.opts.OriginPatterns) {
+	if origin != "" && !peer.OriginAllowed(origin, r.Host, g.opts.OriginPatterns) {
 		g.observer.Refused(bridge.RefusedOrigin)
 		g.log.Warn("grpcws: request refused", slog.String("protocol", proto), slog.String("refusal", string(bridge.RefusedOrigin)),
 			slog.String("origin", origin), slog.String("path", r.URL.Path))
@@ -290,7 +291,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.Clone(r.Context())
 		r.URL.Path, r.URL.RawPath = p, ""
 	}
-	addr, forwardedFor := clientAddr(r, g.opts.TrustedProxies)
+	addr, forwardedFor := peer.ClientAddr(r, g.opts.TrustedProxies)
 	info := &requestInfo{protocol: proto, client: addr, forwardedFor: forwardedFor, cookie: strings.Join(r.Header.Values("Cookie"), "; ")}
 	g.transcoder.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
 }

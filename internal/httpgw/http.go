@@ -5,11 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,71 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// originAllowed applies the bridge's origin rule (bridge.WithOriginPatterns)
-// to a request's Origin: same host as the request, or a pattern matched with
-// path.Match against the host, or against "scheme://host" when the pattern
-// holds "://".
-func originAllowed(origin, host string, patterns []string) bool {
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if strings.EqualFold(u.Host, host) {
-		return true
-	}
-	for _, p := range patterns {
-		target := u.Host
-		if strings.Contains(p, "://") {
-			target = u.Scheme + "://" + u.Host
-		}
-		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// clientAddr returns the client's address and the x-forwarded-for value,
-// believing X-Forwarded-For only from trusted proxies, as the bridge does.
-func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
-	peer := peerAddr(r.RemoteAddr)
-	if !isTrusted(peer, trusted) {
-		return peer, peer.String()
-	}
-	var hops []string
-	for _, v := range r.Header.Values("X-Forwarded-For") {
-		for h := range strings.SplitSeq(v, ",") {
-			if h = strings.TrimSpace(h); h != "" {
-				hops = append(hops, h)
-			}
-		}
-	}
-	client := peer
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(hops[i])
-		if err != nil {
-			break
-		}
-		if client = a.Unmap(); !isTrusted(client, trusted) {
-			break
-		}
-	}
-	return client, strings.Join(append(hops, peer.String()), ", ")
-}
-
-func peerAddr(remote string) netip.Addr {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
-}
-
-func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
-	return slices.ContainsFunc(trusted, func(p netip.Prefix) bool { return p.Contains(a) })
-}
 
 // preflight answers a CORS preflight from an allowed origin: POST and GET
 // (Connect's GET for side-effect-free methods), any request header (the
