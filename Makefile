@@ -25,6 +25,7 @@ test: tools ## Run every test: Go with -race (Chromium tests included), the TS c
 	$(MAKE) test-web
 	go test -run='^$$' -bench=. -benchtime=1x ./...
 	$(MAKE) fuzz-short
+	$(MAKE) soak-short
 
 # The Chromium end-to-end tests are Go tests (web/browser_test.go), run by
 # `go test ./...` above; they need /usr/bin/chromium, which .ci/run installs.
@@ -63,6 +64,19 @@ bench-full: build ## The full comparison, idle 10,000 and scale 15,000 streams (
 	go build -o bin/grpcws-bench ./cmd/grpcws-bench
 	bin/grpcws-bench -bridge bin/grpcws -full
 	go test -run='^$$' -bench=. -benchmem -benchtime=5s ./bridge
+
+# The soak: RPCs of every kind through the real binary while the backend is
+# killed and restarted and clients come and go; it fails unless nothing was
+# lost and the bridge returns to its baseline. See docs/reliability.md.
+.PHONY: soak
+soak: build ## Soak the bridge: 10,000 streams for 10 minutes, backend kills, client churn (about 15 minutes)
+	go build -o bin/grpcws-soak ./cmd/grpcws-soak
+	bin/grpcws-soak -bridge bin/grpcws -streams 10000 -duration 10m -kill-every 60s
+
+.PHONY: soak-short
+soak-short: build ## The short soak (part of make test): 500 streams for 1 minute, a few backend kills
+	go build -o bin/grpcws-soak ./cmd/grpcws-soak
+	bin/grpcws-soak -bridge bin/grpcws -streams 500 -duration 1m -kill-every 15s
 
 .PHONY: build
 build: ## Build bin/grpcws
