@@ -470,7 +470,8 @@ func (s *session) writeFailed(err error) {
 	if s.failure() != nil {
 		return // the connection was closed for another reason
 	}
-	s.fail(&failure{silent: true, status: status.New(codes.Unavailable, "grpcws: client connection lost: "+err.Error())})
+	// The client went away, as when a read finds it gone: not a failure.
+	s.fail(&failure{silent: true, status: status.New(codes.Canceled, "grpcws: client connection lost: "+err.Error())})
 }
 
 func (s *session) encodeJSON(b []byte) ([]byte, error) {
@@ -530,10 +531,12 @@ func (s *session) ping() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.h.cfg.pingTimeout)
 	err := s.conn.Ping(ctx)
+	timedOut := ctx.Err() != nil
 	cancel()
-	if err != nil && s.sending.Load() {
+	if err != nil && timedOut && s.sending.Load() {
 		// Upstream is blocked handing a message to a backend that does not
-		// take it, so nothing reads the pong: no news about the client.
+		// take it, so nothing reads the pong: a missing pong is no news
+		// about the client. A ping that could not be written is.
 		err = nil
 	}
 	if err != nil {
