@@ -290,6 +290,13 @@ func decodeScript(in []byte) sessionScript {
 				fr.Opcode, fr.Payload = p[0]&0x0f, p[1:]
 			}
 			sc.corrupt = sc.corrupt || fr.RSV1 && sc.path == "/deflate"
+			if fr.Opcode == wstest.OpClose { // the bridge may echo it
+				if len(fr.Payload) < 2 {
+					sc.closeCodes[wstest.NoStatus] = true
+				} else {
+					sc.closeCodes[int(binary.BigEndian.Uint16(fr.Payload))] = true
+				}
+			}
 			add("raw("+fr.String()+")", fr)
 		case 9:
 			add(fmt.Sprintf("binary(%d)", 8*n), wstest.Binary(bytes.Repeat(append(p, 0), 8*n)[:8*n]))
