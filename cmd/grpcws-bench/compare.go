@@ -13,6 +13,8 @@ import (
 	"github.com/coder/websocket"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/grpcws/grpcws/internal/procstat"
 )
 
 const route = "grpc.testing.BenchmarkService.StreamingCall"
@@ -214,12 +216,12 @@ func measure(ctx context.Context, e *env, ps []pinger, d time.Duration) (measure
 		}()
 	}
 	time.Sleep(time.Until(start))
-	cpu0, err := cpuTime(e.bridge.Process.Pid)
+	cpu0, err := procstat.CPUTime(e.bridge.Process.Pid)
 	if err != nil {
 		return m, err
 	}
 	time.Sleep(time.Until(end))
-	cpu1, err := cpuTime(e.bridge.Process.Pid)
+	cpu1, err := procstat.CPUTime(e.bridge.Process.Pid)
 	if err != nil {
 		return m, err
 	}

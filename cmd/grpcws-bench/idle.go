@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/grpcws/grpcws/internal/procstat"
 )
 
 // idle opens n bridged streams, each after one round trip left idle, and
@@ -17,7 +19,7 @@ func idle(ctx context.Context, e *env, n int, w io.Writer) error {
 	pid := e.bridge.Process.Pid
 	settle := func() { time.Sleep(2 * time.Second) }
 	settle()
-	before, err := rss(pid)
+	before, err := procstat.RSS(pid)
 	if err != nil {
 		return err
 	}
@@ -28,7 +30,7 @@ func idle(ctx context.Context, e *env, n int, w io.Writer) error {
 	}
 	opened := time.Since(t0)
 	settle()
-	after, err := rss(pid)
+	after, err := procstat.RSS(pid)
 	closeAll(ps)
 	if err != nil {
 		return err
@@ -85,7 +87,7 @@ func scale(ctx context.Context, e *env, n int, d time.Duration, w io.Writer) err
 		}()
 	}
 	wg.Wait()
-	mem, err := rss(e.bridge.Process.Pid)
+	mem, err := procstat.RSS(e.bridge.Process.Pid)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/descset"
+	"github.com/grpcws/grpcws/internal/procstat"
 )
 
 // env is the bridge and backend processes.
@@ -296,13 +297,13 @@ func (p *probe) snapshot(ctx context.Context, full bool) (snapshot, error) {
 			return s, err
 		}
 	}
-	if s.fds, err = fds(p.pid); err != nil {
+	if s.fds, err = procstat.FDs(p.pid); err != nil {
 		return s, err
 	}
-	if s.rss, err = rss(p.pid); err != nil {
+	if s.rss, err = procstat.RSS(p.pid); err != nil {
 		return s, err
 	}
-	if s.cpu, err = cpuTime(p.pid); err != nil {
+	if s.cpu, err = procstat.CPUTime(p.pid); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -327,51 +328,4 @@ func (p *probe) goroutines(ctx context.Context) (int, error) {
 func (p *probe) gc(ctx context.Context) error {
 	_, err := p.get(ctx, "/debug/pprof/heap?gc=1")
 	return err
-}
-
-// fds returns the number of open file descriptors of pid.
-func fds(pid int) (int, error) {
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(entries), err
-}
-
-// rss returns the resident memory of pid in bytes.
-func rss(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
-}
-
-// cpuTime returns the CPU time pid has used, summed over its threads, from
-// the scheduler's nanosecond counters.
-func cpuTime(pid int) (time.Duration, error) {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue // the thread exited
-		}
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			continue
-		}
-		n, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		total += n
-	}
-	return time.Duration(total), nil
 }
