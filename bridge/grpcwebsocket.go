@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -23,8 +22,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/grpcws/grpcws/internal/peer"
 )
 
 // GRPCWebsockets is the subprotocol of improbable-eng's grpc-web WebSocket
@@ -70,52 +67,21 @@ func offersGRPCWebsockets(r *http.Request) bool {
 // shutdown with protocol v1. Refusals complete the handshake and send a
 // trailers frame with the status, which is what these clients read.
 func (h *Handler) serveGRPCWebsockets(w http.ResponseWriter, r *http.Request) {
-	h.mu.Lock()
-	h.active++
-	closing := h.closing
-	h.mu.Unlock()
+	closing := h.acquire()
 	defer h.release()
 
-	addr, forwardedFor := peer.ClientAddr(r, h.cfg.trustedProxies)
-	log := h.cfg.logger.With(slog.String("client", addr.String()), slog.String("protocol", GRPCWebsockets))
 	offer, offerErr := parseOffer(r)
 	rt := h.routes.lookupMethod(r.URL.Path)
+	var noRoute *failure
+	if rt == nil {
+		noRoute = &failure{status: status.Newf(codes.Unimplemented, "grpcws: no route for the path %q: the URL path must end in /package.Service/Method", r.URL.Path)}
+	}
+	a := h.admit(r, closing, offer, offerErr, noRoute)
+	defer a.release()
+	log := a.log.With(slog.String("protocol", GRPCWebsockets))
+	refusal, why, md, timeout := a.refusal, a.why, a.md, a.timeout
 
-	var (
-		refusal *failure
-		why     Refusal
-	)
-	switch ok, origin := originAllowed(r, h.cfg.originPatterns); {
-	case closing:
-		refusal, why = errShuttingDown, RefusedShutdown
-	case !ok:
-		refusal, why = &failure{status: status.Newf(codes.PermissionDenied, "grpcws: origin %q not allowed", origin)}, RefusedOrigin
-	case offerErr != nil:
-		refusal, why = invalidArgument(offerErr.Error()), RefusedBadRequest
-	case rt == nil:
-		refusal, why = &failure{status: status.Newf(codes.Unimplemented, "grpcws: no route for the path %q: the URL path must end in /package.Service/Method", r.URL.Path)}, RefusedUnknownRoute
-	}
-	md, timeout, mdErr := requestMetadata(r, h.cfg, offer.token, forwardedFor)
-	if refusal == nil && mdErr != nil {
-		refusal, why = invalidArgument(mdErr.Error()), RefusedBadRequest
-	}
-	if refusal == nil && h.cfg.limiter != nil {
-		if msg := h.cfg.limiter.acquire(addr); msg != "" {
-			refusal, why = &failure{status: status.New(codes.ResourceExhausted, msg), code: closeTryAgainLater}, RefusedOverLimit
-		} else {
-			defer h.cfg.limiter.release(addr)
-		}
-	}
-
-	mode := websocket.CompressionDisabled
-	if h.cfg.compression {
-		mode = websocket.CompressionNoContextTakeover
-	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:       []string{GRPCWebsockets},
-		InsecureSkipVerify: true, // the origin is checked above, to refuse with a status
-		CompressionMode:    mode,
-	})
+	conn, err := websocket.Accept(w, r, h.acceptOptions(GRPCWebsockets))
 	if err != nil {
 		h.cfg.observer.Refused(RefusedBadRequest)
 		log.Warn("grpcws: handshake failed", slog.Any("error", err))
@@ -281,45 +247,7 @@ func parseHeaderBlock(b []byte, cfg *config) (metadata.MD, time.Duration, error)
 // serve opens the backend stream and pumps until the RPC ends, as
 // session.serve does for protocol v1.
 func (s *gwsSession) serve(ctx context.Context, md metadata.MD, timeout time.Duration) {
-	defer s.conn.CloseNow()
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	s.mu.Lock()
-	s.cancel = cancel
-	failed := s.failed
-	s.mu.Unlock()
-	if failed != nil {
-		cancel()
-	}
-
-	ctx = metadata.NewOutgoingContext(ctx, md)
-	stream, err := s.route.conn.NewStream(ctx, s.route.desc, s.route.Method,
-		grpc.ForceCodecV2(rawCodec{}),
-		grpc.MaxCallRecvMsgSize(s.route.maxMsg),
-		grpc.MaxCallSendMsgSize(s.route.maxMsg))
-	s.obs = s.h.cfg.observer.Accepted(s.route.Route)
-	if err != nil {
-		s.end(nil, err)
-		s.logEnd()
-		return
-	}
-
-	s.startTimers()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.upstream(stream)
-	}()
-	s.downstream(stream)
-	wg.Wait()
-	s.stopTimers()
-	s.logEnd()
+	s.run(ctx, md, timeout, s)
 }
 
 // upstream alone reads from the client and sends to the backend.

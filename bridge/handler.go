@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/grpcws/grpcws/internal/peer"
@@ -74,14 +76,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	h.mu.Lock()
-	h.active++
-	closing := h.closing
-	h.mu.Unlock()
+	closing := h.acquire()
 	defer h.release()
 
-	addr, forwardedFor := peer.ClientAddr(r, h.cfg.trustedProxies)
-	log := h.cfg.logger.With(slog.String("client", addr.String()))
 	offer, offerErr := parseOffer(r)
 	var (
 		rt       *route
@@ -98,50 +95,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if echo == "" && len(offer.names) > 0 {
 		echo = offer.names[0] // so a browser completes the handshake and reads the close code
 	}
-
-	// Refusals complete the handshake and close with a code: a browser
-	// sees nothing of an HTTP error.
-	var (
-		refusal *failure
-		why     Refusal
-	)
-	switch ok, origin := originAllowed(r, h.cfg.originPatterns); {
-	case closing:
-		refusal, why = errShuttingDown, RefusedShutdown
-	case !ok:
-		refusal, why = &failure{status: status.Newf(codes.PermissionDenied, "grpcws: origin %q not allowed", origin)}, RefusedOrigin
-	case offerErr != nil:
-		refusal, why = invalidArgument(offerErr.Error()), RefusedBadRequest
+	var noRoute *failure
+	switch {
 	case rt == nil && echo == "":
-		refusal, why = &failure{status: status.New(codes.Unimplemented, "grpcws: no subprotocol offered: offer one that names a method")}, RefusedUnknownRoute
+		noRoute = &failure{status: status.New(codes.Unimplemented, "grpcws: no subprotocol offered: offer one that names a method")}
 	case rt == nil:
-		refusal, why = &failure{status: status.Newf(codes.Unimplemented, "grpcws: no route named %q", echo)}, RefusedUnknownRoute
+		noRoute = &failure{status: status.Newf(codes.Unimplemented, "grpcws: no route named %q", echo)}
 	}
-	md, timeout, mdErr := requestMetadata(r, h.cfg, offer.token, forwardedFor)
-	if refusal == nil && mdErr != nil {
-		refusal, why = invalidArgument(mdErr.Error()), RefusedBadRequest
-	}
-	if refusal == nil && h.cfg.limiter != nil {
-		if msg := h.cfg.limiter.acquire(addr); msg != "" {
-			refusal, why = &failure{status: status.New(codes.ResourceExhausted, msg), code: closeTryAgainLater}, RefusedOverLimit
-		} else {
-			defer h.cfg.limiter.release(addr)
-		}
-	}
+	a := h.admit(r, closing, offer, offerErr, noRoute)
+	defer a.release()
+	log := a.log
+	refusal, why, md, timeout := a.refusal, a.why, a.md, a.timeout
 
 	var subprotocols []string
 	if echo != "" {
 		subprotocols = []string{echo}
 	}
-	mode := websocket.CompressionDisabled
-	if h.cfg.compression {
-		mode = websocket.CompressionNoContextTakeover // no per-connection dictionary
-	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:       subprotocols,
-		InsecureSkipVerify: true, // the origin is checked above, to refuse with a code
-		CompressionMode:    mode,
-	})
+	conn, err := websocket.Accept(w, r, h.acceptOptions(subprotocols...))
 	if err != nil {
 		// Accept has written an HTTP error to the client.
 		h.cfg.observer.Refused(RefusedBadRequest)
@@ -169,6 +139,73 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		timeout = rt.maxLife
 	}
 	s.serve(r.Context(), md, timeout)
+}
+
+// acquire counts a ServeHTTP call under way, for Shutdown, and reports
+// whether the Handler is shutting down.
+func (h *Handler) acquire() (closing bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.active++
+	return h.closing
+}
+
+// An admission is the outcome of the checks both protocols make before a
+// handshake: the client's address, its request metadata and deadline, and
+// the refusal, if any. Refusals complete the handshake and then close with
+// a code or a status: a browser sees nothing of an HTTP error.
+type admission struct {
+	log     *slog.Logger
+	md      metadata.MD
+	timeout time.Duration
+	refusal *failure
+	why     Refusal
+	release func() // gives back the place in the connection limits
+}
+
+// admit checks, in order: shutdown, origin, the offered token, the route
+// (noRoute, if the protocol found none), the request metadata, and the
+// connection limits.
+func (h *Handler) admit(r *http.Request, closing bool, offer offer, offerErr error, noRoute *failure) admission {
+	addr, forwardedFor := peer.ClientAddr(r, h.cfg.trustedProxies)
+	a := admission{log: h.cfg.logger.With(slog.String("client", addr.String())), release: func() {}}
+	switch ok, origin := originAllowed(r, h.cfg.originPatterns); {
+	case closing:
+		a.refusal, a.why = errShuttingDown, RefusedShutdown
+	case !ok:
+		a.refusal, a.why = &failure{status: status.Newf(codes.PermissionDenied, "grpcws: origin %q not allowed", origin)}, RefusedOrigin
+	case offerErr != nil:
+		a.refusal, a.why = invalidArgument(offerErr.Error()), RefusedBadRequest
+	case noRoute != nil:
+		a.refusal, a.why = noRoute, RefusedUnknownRoute
+	}
+	var err error
+	a.md, a.timeout, err = requestMetadata(r, h.cfg, offer.token, forwardedFor)
+	if a.refusal == nil && err != nil {
+		a.refusal, a.why = invalidArgument(err.Error()), RefusedBadRequest
+	}
+	if a.refusal == nil && h.cfg.limiter != nil {
+		if msg := h.cfg.limiter.acquire(addr); msg != "" {
+			a.refusal, a.why = &failure{status: status.New(codes.ResourceExhausted, msg), code: closeTryAgainLater}, RefusedOverLimit
+		} else {
+			a.release = func() { h.cfg.limiter.release(addr) }
+		}
+	}
+	return a
+}
+
+// acceptOptions are the options of every handshake. The origin is checked
+// by admit, to refuse with a code rather than an HTTP error.
+func (h *Handler) acceptOptions(subprotocols ...string) *websocket.AcceptOptions {
+	mode := websocket.CompressionDisabled
+	if h.cfg.compression {
+		mode = websocket.CompressionNoContextTakeover // no per-connection dictionary
+	}
+	return &websocket.AcceptOptions{
+		Subprotocols:       subprotocols,
+		InsecureSkipVerify: true,
+		CompressionMode:    mode,
+	}
 }
 
 // errShuttingDown ends RPCs, and refuses connections, while the Handler

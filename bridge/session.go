@@ -87,8 +87,22 @@ func (s *session) failure() *failure {
 	return s.failed
 }
 
+// pumps are the protocol-specific halves of a session: protocol v1's, or
+// grpc-websockets'. end writes the final status and closes the connection.
+type pumps interface {
+	upstream(stream grpc.ClientStream)
+	downstream(stream grpc.ClientStream)
+	end(stream grpc.ClientStream, err error)
+}
+
 // serve opens the backend stream and pumps until the RPC ends.
 func (s *session) serve(ctx context.Context, md metadata.MD, timeout time.Duration) {
+	s.run(ctx, md, timeout, s)
+}
+
+// run opens the backend stream and runs p until the RPC ends: upstream in
+// a goroutine of its own, downstream in the caller's.
+func (s *session) run(ctx context.Context, md metadata.MD, timeout time.Duration, p pumps) {
 	defer s.conn.CloseNow() // the backstop; a no-op after a clean close
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -112,7 +126,7 @@ func (s *session) serve(ctx context.Context, md metadata.MD, timeout time.Durati
 		grpc.MaxCallSendMsgSize(s.route.maxMsg))
 	s.obs = s.h.cfg.observer.Accepted(s.route.Route)
 	if err != nil {
-		s.end(nil, err)
+		p.end(nil, err)
 		s.logEnd()
 		return
 	}
@@ -122,9 +136,9 @@ func (s *session) serve(ctx context.Context, md metadata.MD, timeout time.Durati
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.upstream(stream)
+		p.upstream(stream)
 	}()
-	s.downstream(stream)
+	p.downstream(stream)
 	wg.Wait()
 	s.stopTimers()
 	s.logEnd()
