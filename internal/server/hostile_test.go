@@ -67,12 +67,12 @@ func TestHandshakeTimeout(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			start := time.Now() // before the server's clock starts, at its accept
 			nc, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer nc.Close()
-			start := time.Now()
 			_ = nc.SetDeadline(start.Add(10 * time.Second))
 			go tt.send(nc)
 			got, err := io.ReadAll(nc) // until the server closes
