@@ -181,10 +181,12 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	s.awaitDescriptors(ctx)
 
-	// HTTP/2 without TLS serves gRPC clients (prior knowledge); browsers
-	// and WebSocket upgrades use HTTP/1.1.
+	// HTTP/2 serves gRPC clients, with prior knowledge when there is no
+	// TLS and through ALPN when there is, and browsers' fetch over TLS;
+	// WebSocket upgrades use HTTP/1.1.
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(s.serveFront),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -566,6 +567,46 @@ func TestTLS(t *testing.T) {
 	// A client that does not trust the CA cannot connect.
 	if _, err := (dialer{tls: &tls.Config{}}).dial(t, ctx, r.url, echoRoute); err == nil {
 		t.Error("a client without the CA connected")
+	}
+
+	// The same listener serves HTTP/2 through ALPN: gRPC clients, and
+	// Connect and gRPC-Web calls from clients that offer it.
+	cc, err := grpc.NewClient(r.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pki.CertPool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	bidi, err := echov1.NewEchoServiceClient(cc).Bidi(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bidi.Send(&echov1.BidiRequest{Message: "over h2"}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := bidi.Recv(); err != nil || res.GetMessage() != "over h2" {
+		t.Errorf("gRPC bidi over TLS: %v, %v", res, err)
+	}
+	_ = bidi.CloseSend()
+	if _, err := bidi.Recv(); !errors.Is(err, io.EOF) {
+		t.Errorf("gRPC bidi over TLS, end: %v; want EOF", err)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.CertPool}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+r.Addr().String()+"/examples.echo.v1.EchoService/Echo",
+		strings.NewReader(`{"message":"connect over h2"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connect-Protocol-Version", "1")
+	res, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.ProtoMajor != 2 || res.StatusCode != http.StatusOK || !strings.Contains(string(body), "connect over h2") {
+		t.Errorf("Connect over TLS: %s %s %s; want HTTP/2 200 and the echo", res.Proto, res.Status, body)
 	}
 }
 

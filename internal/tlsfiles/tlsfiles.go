@@ -34,6 +34,9 @@ import (
 	"time"
 )
 
+// nextProtos is what a server offers in ALPN.
+var nextProtos = []string{"h2", "http/1.1"}
+
 // checkInterval is the least time between two checks of the files. Tests
 // shorten it.
 var checkInterval = time.Second
@@ -66,11 +69,13 @@ type ServerOptions struct {
 // change (see Reloading in the package documentation). The error names the
 // file that could not be loaded.
 //
-// The configuration offers only HTTP/1.1 in ALPN, since a WebSocket upgrade
-// needs it; it stays that way under http.Server.ServeTLS, which would
-// otherwise add "h2". It works with tls.NewListener, and with ServeTLS
-// given empty file names. The configuration is safe for concurrent
-// handshakes; do not modify it once in use.
+// The configuration offers HTTP/2 and HTTP/1.1 in ALPN, in that order.
+// Clients that open WebSockets offer HTTP/1.1 alone for them (browsers,
+// net/http, Node's https), so their upgrades arrive over HTTP/1.1, while
+// gRPC clients and browsers' fetch get HTTP/2. It works with
+// tls.NewListener, and with http.Server.ServeTLS given empty file names.
+// The configuration is safe for concurrent handshakes; do not modify it
+// once in use.
 func Server(opts ServerOptions) (*tls.Config, error) {
 	if opts.CertFile == "" || opts.KeyFile == "" {
 		return nil, errors.New("tlsfiles: a certificate file and a key file are both required")
@@ -103,7 +108,7 @@ func Server(opts ServerOptions) (*tls.Config, error) {
 			Certificates: []tls.Certificate{cert},
 			ClientAuth:   auth,
 			MinVersion:   minVersion,
-			NextProtos:   []string{"http/1.1"},
+			NextProtos:   nextProtos,
 		}
 		if opts.ClientCAFile != "" {
 			if c.ClientCAs, err = loadPool(opts.ClientCAFile); err != nil {
@@ -122,7 +127,7 @@ func Server(opts ServerOptions) (*tls.Config, error) {
 	// rather than this one's are what the client is offered.
 	return &tls.Config{
 		MinVersion: minVersion,
-		NextProtos: []string{"http/1.1"},
+		NextProtos: nextProtos,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return r.get(), nil
 		},

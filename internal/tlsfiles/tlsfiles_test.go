@@ -39,10 +39,14 @@ func TestServerRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := serveHTTPS(t, c, true)
-	// The client offers h2 first; the server must pick HTTP/1.1 even
-	// under ServeTLS, which adds "h2" to the configuration it is given.
-	client := &tls.Config{RootCAs: p.CertPool, NextProtos: []string{"h2", "http/1.1"}}
-
+	// A client that offers h2 gets it; one that offers HTTP/1.1 alone, as
+	// for a WebSocket, gets that.
+	h2 := mustDial(t, addr, &tls.Config{RootCAs: p.CertPool, NextProtos: []string{"h2", "http/1.1"}})
+	if got, want := h2.ConnectionState().NegotiatedProtocol, "h2"; got != want {
+		t.Errorf("negotiated protocol %q; want %q", got, want)
+	}
+	h2.Close()
+	client := &tls.Config{RootCAs: p.CertPool, NextProtos: []string{"http/1.1"}}
 	old := mustDial(t, addr, client)
 	if got, want := old.ConnectionState().NegotiatedProtocol, "http/1.1"; got != want {
 		t.Errorf("negotiated protocol %q; want %q", got, want)
