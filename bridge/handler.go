@@ -185,10 +185,10 @@ func (h *Handler) admit(r *http.Request, closing bool, offer offer, offerErr err
 		a.refusal, a.why = invalidArgument(err.Error()), RefusedBadRequest
 	}
 	if a.refusal == nil && h.cfg.limiter != nil {
-		if msg := h.cfg.limiter.acquire(addr); msg != "" {
-			a.refusal, a.why = &failure{status: status.New(codes.ResourceExhausted, msg), code: closeTryAgainLater}, RefusedOverLimit
+		if release, err := h.cfg.limiter.Acquire(addr); err != nil {
+			a.refusal, a.why = &failure{status: status.New(codes.ResourceExhausted, err.Error()), code: closeTryAgainLater}, RefusedOverLimit
 		} else {
-			a.release = func() { h.cfg.limiter.release(addr) }
+			a.release = release
 		}
 	}
 	return a

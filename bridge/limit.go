@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"net/netip"
 	"sync"
 )
@@ -41,20 +42,33 @@ func (l *ConnLimiter) Open() int {
 	return l.open
 }
 
-// acquire counts one more connection from addr, unless that goes over a
-// limit. It returns which limit refused it: "" when it did not.
-func (l *ConnLimiter) acquire(addr netip.Addr) (refused string) {
+// ErrTooManyConnections and ErrTooManyFromAddress are the refusals of
+// Acquire: the total limit, and the limit per client address. The bridge
+// sends their text as the close reason with 1013 (try again later).
+var (
+	ErrTooManyConnections = errors.New("grpcws: too many connections: try again later")
+	ErrTooManyFromAddress = errors.New("grpcws: too many connections from your address: try again later")
+)
+
+// Acquire counts one more connection from addr, unless that goes over a
+// limit: then it returns ErrTooManyConnections or ErrTooManyFromAddress and
+// counts nothing. Otherwise release gives the place back; call it once,
+// when the connection ends. Handlers given the limiter call it for each
+// WebSocket; other servers that share the limits (an HTTP gateway beside
+// the bridge) call it for each request.
+func (l *ConnLimiter) Acquire(addr netip.Addr) (release func(), err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
 	case l.total > 0 && l.open >= l.total:
-		return "grpcws: too many connections: try again later"
+		return nil, ErrTooManyConnections
 	case l.perAddr > 0 && l.byAddr[addr] >= l.perAddr:
-		return "grpcws: too many connections from your address: try again later"
+		return nil, ErrTooManyFromAddress
 	}
 	l.open++
 	l.byAddr[addr]++
-	return ""
+	var once sync.Once
+	return func() { once.Do(func() { l.release(addr) }) }, nil
 }
 
 func (l *ConnLimiter) release(addr netip.Addr) {

@@ -60,6 +60,11 @@ type Options struct {
 	// MaxStreamDuration bounds every call, as bridge.WithMaxStreamDuration
 	// does; zero: no bound.
 	MaxStreamDuration time.Duration
+	// Limiter counts every call while it runs, with the bridge's
+	// WebSockets when it is theirs too; a call over a limit is refused with
+	// RESOURCE_EXHAUSTED (HTTP 429 in Connect) before it reaches the
+	// backend. Nil: no limit.
+	Limiter *bridge.ConnLimiter
 	// Observer is told about calls, as the bridge's observer is about
 	// WebSocket connections. Nil: none.
 	Observer bridge.Observer
@@ -280,6 +285,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, proto, errShuttingDown)
 		return
 	}
+	addr, forwardedFor := peer.ClientAddr(r, g.opts.TrustedProxies)
+	if g.opts.Limiter != nil {
+		release, err := g.opts.Limiter.Acquire(addr)
+		if err != nil {
+			g.observer.Refused(bridge.RefusedOverLimit)
+			g.log.Warn("grpcws: request refused", slog.String("protocol", proto), slog.String("refusal", string(bridge.RefusedOverLimit)),
+				slog.String("client", addr.String()), slog.String("path", r.URL.Path))
+			writeError(w, proto, status.New(codes.ResourceExhausted, err.Error()))
+			return
+		}
+		defer release()
+	}
 	if proto == "grpc-web-text" {
 		w, r = textWriter(w), textRequest(r)
 	}
@@ -291,7 +308,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.Clone(r.Context())
 		r.URL.Path, r.URL.RawPath = p, ""
 	}
-	addr, forwardedFor := peer.ClientAddr(r, g.opts.TrustedProxies)
 	info := &requestInfo{protocol: proto, client: addr, forwardedFor: forwardedFor, cookie: strings.Join(r.Header.Values("Cookie"), "; ")}
 	g.transcoder.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
 }

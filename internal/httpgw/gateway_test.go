@@ -394,6 +394,63 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// A call holds a place in the limiter while it runs: one over the limit is
+// refused, in each protocol's words, before the backend; the place comes
+// back when the call ends.
+func TestLimiter(t *testing.T) {
+	t.Parallel()
+	limiter := bridge.NewConnLimiter(0, 1)
+	f := newFixture(t, httpgw.Options{Limiter: limiter})
+	ctx := testContext(t)
+	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](f.client, f.url+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
+	held, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(10 * time.Millisecond)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !held.Receive() {
+		t.Fatal(held.Err())
+	}
+	if n := limiter.Open(); n != 1 {
+		t.Errorf("Open() = %d during a call; want 1", n)
+	}
+	const want = "grpcws: too many connections from your address: try again later"
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		opts   []connect.ClientOption
+	}{
+		{"connect", f.client, nil},
+		{"grpc-web", f.client, []connect.ClientOption{connect.WithGRPCWeb()}},
+		{"grpc", h2c(), []connect.ClientOption{connect.WithGRPC()}},
+	} {
+		echo := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](tc.client, f.url+"/examples.echo.v1.EchoService/Echo", tc.opts...)
+		_, err := echo.CallUnary(ctx, connect.NewRequest(&echov1.EchoRequest{Message: "over"}))
+		if ce := new(connect.Error); !errors.As(err, &ce) || ce.Code() != connect.CodeResourceExhausted || ce.Message() != want {
+			t.Errorf("%s over the limit: %v; want RESOURCE_EXHAUSTED %q", tc.name, err, want)
+		}
+	}
+	held.Close()
+	if err := f.backend.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.backend.Calls() {
+		if c.Method == "/examples.echo.v1.EchoService/Echo" {
+			t.Errorf("the backend saw a refused call")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for limiter.Open() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := limiter.Open(); n != 0 {
+		t.Fatalf("Open() = %d after the call; want 0", n)
+	}
+	echo := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](f.client, f.url+"/examples.echo.v1.EchoService/Echo")
+	if res, err := echo.CallUnary(ctx, connect.NewRequest(&echov1.EchoRequest{Message: "again"})); err != nil || res.Msg.GetMessage() != "again" {
+		t.Errorf("after the place came back: %v, %v", res, err)
+	}
+}
+
 // Request headers become metadata, less those of HTTP and the browser; the
 // operator chooses cookies and, with an allowlist, the keys.
 func TestMetadata(t *testing.T) {

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/coder/websocket"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/wstest"
@@ -189,6 +191,63 @@ func TestPerIPFlood(t *testing.T) {
 	waitFor(t, "the freed place", func() bool { return r.limiter.Open() == len(held)-1 })
 	if code := callEcho(t, ctx, flooder, r.url); code != websocket.StatusNormalClosure {
 		t.Errorf("from the flooder after a close: close %d; want 1000", code)
+	}
+}
+
+// TestLimitsCountHTTP: gRPC-Web, Connect and gRPC calls hold places in the
+// same connection limits as WebSockets, so that a flood from one address is
+// stopped whatever protocol it uses.
+func TestLimitsCountHTTP(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, false, nil)
+	cfg := testConfig(b.addr)
+	cfg.Limits.MaxConnectionsPerIP = 1
+	r := serve(t, Options{Config: cfg})
+	r.waitReady(t)
+	ctx := testContext(t)
+	base := "http://" + r.Addr().String()
+	client := func(src string) *http.Client {
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		tr := &http.Transport{DialContext: nd.DialContext}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr}
+	}
+	echo := func(src string) error {
+		c := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](client(src), base+"/examples.echo.v1.EchoService/Echo", connect.WithGRPCWeb())
+		_, err := c.CallUnary(ctx, connect.NewRequest(&echov1.EchoRequest{Message: "hi"}))
+		return err
+	}
+
+	ws := dialer{src: "127.0.0.2"}.mustDial(t, ctx, r.url, bidiRoute)
+	send(t, ctx, ws, &echov1.BidiRequest{Message: "held"})
+	next(t, ctx, ws)
+	const want = "grpcws: too many connections from your address: try again later"
+	if err := echo("127.0.0.2"); connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), want) {
+		t.Errorf("gRPC-Web call beside a WebSocket from one address: %v; want RESOURCE_EXHAUSTED %q", err, want)
+	}
+	if err := echo("127.0.0.3"); err != nil {
+		t.Errorf("gRPC-Web call from another address: %v", err)
+	}
+	// An HTTP call in progress holds its place against a WebSocket.
+	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](client("127.0.0.4"), base+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
+	stream, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(10 * time.Millisecond)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatal(stream.Err())
+	}
+	c, err := dialer{src: "127.0.0.4"}.dial(t, ctx, r.url, echoRoute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusTryAgainLater {
+		t.Errorf("WebSocket beside an HTTP stream from one address: %v; want 1013", err)
+	}
+	_, body := r.get(t, "/metrics")
+	if want := `grpcws_handshakes_total{outcome="over_limit"} 2`; !strings.Contains(body, want) {
+		t.Errorf("metrics lack %q", want)
 	}
 }
 

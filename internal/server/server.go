@@ -561,6 +561,7 @@ func (s *Server) gatewayOptions(cfg *config.Config, services []bridge.Service) h
 		ForwardClientAddress: cfg.Metadata.ForwardClientAddressEnabled(),
 		MaxMessageSize:       int(cfg.Limits.MaxMessageSize),
 		MaxStreamDuration:    cfg.Limits.MaxStreamDuration,
+		Limiter:              s.limiter,
 		Observer:             s.metrics,
 		Logger:               s.log,
 		AccessLog:            cfg.Log.AccessEnabled(),
