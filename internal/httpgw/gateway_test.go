@@ -72,6 +72,22 @@ func newFixture(t *testing.T, opts httpgw.Options) *fixture {
 	return &fixture{backend: b, gw: gw, url: srv.URL, client: &http.Client{Transport: tr}}
 }
 
+// openTicker starts an endless gRPC-Web Ticker call and waits for its
+// first message. The stream is closed when the test ends, if not before.
+func (f *fixture) openTicker(t *testing.T, ctx context.Context) *connect.ServerStreamForClient[echov1.TickerResponse] {
+	t.Helper()
+	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](f.client, f.url+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
+	stream, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(10 * time.Millisecond)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stream.Close() })
+	if !stream.Receive() {
+		t.Fatal(stream.Err())
+	}
+	return stream
+}
+
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -366,15 +382,7 @@ func TestClose(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, httpgw.Options{})
 	ctx := testContext(t)
-	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](f.client, f.url+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
-	stream, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(10 * time.Millisecond)}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Close()
-	if !stream.Receive() {
-		t.Fatal(stream.Err())
-	}
+	stream := f.openTicker(t, ctx)
 	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	if err := f.gw.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -402,14 +410,7 @@ func TestLimiter(t *testing.T) {
 	limiter := bridge.NewConnLimiter(0, 1)
 	f := newFixture(t, httpgw.Options{Limiter: limiter})
 	ctx := testContext(t)
-	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](f.client, f.url+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
-	held, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(10 * time.Millisecond)}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !held.Receive() {
-		t.Fatal(held.Err())
-	}
+	held := f.openTicker(t, ctx)
 	if n := limiter.Open(); n != 1 {
 		t.Errorf("Open() = %d during a call; want 1", n)
 	}

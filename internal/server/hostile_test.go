@@ -14,7 +14,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/wstest"
@@ -229,15 +228,7 @@ func TestLimitsCountHTTP(t *testing.T) {
 		t.Errorf("gRPC-Web call from another address: %v", err)
 	}
 	// An HTTP call in progress holds its place against a WebSocket.
-	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](client("127.0.0.4"), base+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
-	stream, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(10 * time.Millisecond)}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Close()
-	if !stream.Receive() {
-		t.Fatal(stream.Err())
-	}
+	openTicker(t, ctx, client("127.0.0.4"), base, 10*time.Millisecond)
 	c, err := dialer{src: "127.0.0.4"}.dial(t, ctx, r.url, echoRoute)
 	if err != nil {
 		t.Fatal(err)

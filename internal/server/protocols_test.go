@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -104,7 +106,24 @@ func TestEveryProtocol(t *testing.T) {
 	}
 
 	// A gRPC client: bidi over the same port.
-	cc, err := grpc.NewClient(strings.TrimPrefix(base, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	grpcBidi(t, ctx, strings.TrimPrefix(base, "http://"), insecure.NewCredentials())
+
+	res, err := h1.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(body) != "the page" {
+		t.Errorf("GET / = %q; want the fallback", body)
+	}
+}
+
+// grpcBidi makes a gRPC bidi call to target: one message and its echo,
+// then the end of the stream.
+func grpcBidi(t *testing.T, ctx context.Context, target string, creds credentials.TransportCredentials) {
+	t.Helper()
+	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,22 +136,28 @@ func TestEveryProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res, err := bidi.Recv(); err != nil || res.GetMessage() != "one" {
-		t.Errorf("gRPC bidi: %v, %v", res, err)
+		t.Errorf("gRPC bidi to %s: %v, %v", target, res, err)
 	}
 	_ = bidi.CloseSend()
 	if _, err := bidi.Recv(); !errors.Is(err, io.EOF) {
-		t.Errorf("gRPC bidi end: %v; want EOF", err)
+		t.Errorf("gRPC bidi to %s, end: %v; want EOF", target, err)
 	}
+}
 
-	res, err := h1.Get(base + "/")
+// openTicker starts an endless gRPC-Web Ticker call at base and waits for
+// its first message. The stream is closed when the test ends.
+func openTicker(t *testing.T, ctx context.Context, client *http.Client, base string, interval time.Duration) *connect.ServerStreamForClient[echov1.TickerResponse] {
+	t.Helper()
+	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](client, base+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
+	stream, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(interval)}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if string(body) != "the page" {
-		t.Errorf("GET / = %q; want the fallback", body)
+	t.Cleanup(func() { stream.Close() })
+	if !stream.Receive() {
+		t.Fatal(stream.Err())
 	}
+	return stream
 }
 
 // The drain treats HTTP streams as it treats WebSocket ones: they have the
@@ -148,15 +173,7 @@ func TestDrainHTTP(t *testing.T) {
 	base := "http" + strings.TrimSuffix(strings.TrimPrefix(r.url, "ws"), "/")
 	h1, _ := httpClients(t)
 
-	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](h1, base+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
-	stream, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(20 * time.Millisecond)}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Close()
-	if !stream.Receive() {
-		t.Fatal(stream.Err())
-	}
+	stream := openTicker(t, ctx, h1, base, 20*time.Millisecond)
 	began := time.Now()
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.stop() }()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -571,25 +570,7 @@ func TestTLS(t *testing.T) {
 
 	// The same listener serves HTTP/2 through ALPN: gRPC clients, and
 	// Connect and gRPC-Web calls from clients that offer it.
-	cc, err := grpc.NewClient(r.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pki.CertPool})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	bidi, err := echov1.NewEchoServiceClient(cc).Bidi(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bidi.Send(&echov1.BidiRequest{Message: "over h2"}); err != nil {
-		t.Fatal(err)
-	}
-	if res, err := bidi.Recv(); err != nil || res.GetMessage() != "over h2" {
-		t.Errorf("gRPC bidi over TLS: %v, %v", res, err)
-	}
-	_ = bidi.CloseSend()
-	if _, err := bidi.Recv(); !errors.Is(err, io.EOF) {
-		t.Errorf("gRPC bidi over TLS, end: %v; want EOF", err)
-	}
+	grpcBidi(t, ctx, r.Addr().String(), credentials.NewTLS(&tls.Config{RootCAs: pki.CertPool}))
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.CertPool}, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+r.Addr().String()+"/examples.echo.v1.EchoService/Echo",
