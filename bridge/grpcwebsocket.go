@@ -3,7 +3,6 @@ package bridge
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,11 +10,11 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/grpcws/grpcws/internal/grpcheader"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
@@ -208,7 +207,7 @@ func parseHeaderBlock(b []byte, cfg *config) (metadata.MD, time.Duration, error)
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		if !printable(strings.ReplaceAll(line, "\t", " ")) {
+		if !grpcheader.Printable(strings.ReplaceAll(line, "\t", " ")) {
 			return nil, 0, fmt.Errorf("grpcws: request headers: a line is not printable ASCII")
 		}
 		name, value, ok := strings.Cut(line, ":")
@@ -222,8 +221,8 @@ func parseHeaderBlock(b []byte, cfg *config) (metadata.MD, time.Duration, error)
 			"grpc-accept-encoding", "grpc-encoding":
 			// The client's description of gRPC-Web itself, not metadata.
 			continue
-		case timeoutKey:
-			d, err := parseTimeout(value)
+		case grpcheader.TimeoutKey:
+			d, err := grpcheader.ParseTimeout(value)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -237,7 +236,7 @@ func parseHeaderBlock(b []byte, cfg *config) (metadata.MD, time.Duration, error)
 				return nil, 0, err
 			}
 		}
-		if err := addMetadata(md, key, value); err != nil {
+		if err := grpcheader.Append(md, key, value); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -529,14 +528,9 @@ func gwsFrame(flags byte, payload []byte) []byte {
 // trailers: grpc-status, grpc-message (percent-encoded),
 // grpc-status-details-bin, then the trailers, every name lower-case.
 func gwsTrailers(st *status.Status, trailers metadata.MD) []byte {
-	first := []string{"grpc-status: " + strconv.Itoa(int(st.Code()))}
-	if m := st.Message(); m != "" {
-		first = append(first, "grpc-message: "+encodeGrpcMessage(m))
-	}
-	if p := st.Proto(); len(p.GetDetails()) > 0 {
-		if b, err := proto.Marshal(p); err == nil {
-			first = append(first, "grpc-status-details-bin: "+base64.RawStdEncoding.EncodeToString(b))
-		}
+	var first []string
+	for _, f := range grpcheader.Status(st) {
+		first = append(first, f[0]+": "+f[1])
 	}
 	return gwsFrame(gwebTrailers, headerBlock(trailers, first))
 }
@@ -557,13 +551,13 @@ func headerBlock(md metadata.MD, first []string) []byte {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		if k == "" || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") || !printable(k) || strings.ContainsAny(k, " :") {
+		if grpcheader.Reserved(k) || !grpcheader.Printable(k) || strings.ContainsAny(k, " :") {
 			continue
 		}
 		for _, v := range md[k] {
 			if strings.HasSuffix(k, "-bin") {
-				v = base64.RawStdEncoding.EncodeToString([]byte(v))
-			} else if !printable(v) {
+				v = grpcheader.EncodeBinary(v)
+			} else if !grpcheader.Printable(v) {
 				continue
 			}
 			b.WriteString(k)
@@ -573,19 +567,4 @@ func headerBlock(md metadata.MD, first []string) []byte {
 		}
 	}
 	return b.Bytes()
-}
-
-// encodeGrpcMessage percent-encodes a status message as gRPC does on the
-// wire: bytes outside printable ASCII, and '%', become %XX.
-func encodeGrpcMessage(msg string) string {
-	var b strings.Builder
-	for i := 0; i < len(msg); i++ {
-		c := msg[i]
-		if c < ' ' || c > '~' || c == '%' {
-			fmt.Fprintf(&b, "%%%02X", c)
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
 }

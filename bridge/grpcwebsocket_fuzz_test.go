@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grpcws/grpcws/internal/grpcheader"
 	"google.golang.org/grpc/mem"
 )
 
@@ -20,11 +21,11 @@ func FuzzHeaderBlock(f *testing.F) {
 			return
 		}
 		for k, vs := range md {
-			if err := checkKey(k); err != nil {
+			if err := grpcheader.CheckKey(k); err != nil {
 				t.Fatalf("accepted key %q: %v", k, err)
 			}
 			for _, v := range vs {
-				if !strings.HasSuffix(k, "-bin") && !printable(v) {
+				if !strings.HasSuffix(k, "-bin") && !grpcheader.Printable(v) {
 					t.Fatalf("accepted value %q of %q", v, k)
 				}
 			}

@@ -3,24 +3,22 @@ package bridge
 import (
 	"encoding/base64"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc/metadata"
 
 	grpcwsv1 "github.com/grpcws/grpcws/gen/grpcws/v1"
+	"github.com/grpcws/grpcws/internal/grpcheader"
 	"github.com/grpcws/grpcws/internal/peer"
 )
 
 const (
 	bearerPrefix         = "base64url.bearer."
 	metadataHeaderPrefix = "grpc-metadata-"
-	timeoutKey           = "grpc-timeout"
 )
 
 // offer is what the client offered in Sec-WebSocket-Protocol, less tokens.
@@ -70,7 +68,7 @@ func decodeToken(enc string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("grpcws: bearer token in the subprotocol list is not base64url")
 	}
-	if len(b) == 0 || !printable(string(b)) {
+	if len(b) == 0 || !grpcheader.Printable(string(b)) {
 		return "", fmt.Errorf("grpcws: bearer token in the subprotocol list is empty or not printable ASCII")
 	}
 	return string(b), nil
@@ -86,7 +84,7 @@ func requestMetadata(r *http.Request, cfg *config, token, forwardedFor string) (
 		name = lower(name)
 		var key string
 		switch {
-		case name == timeoutKey:
+		case name == grpcheader.TimeoutKey:
 			timeout = values[0]
 			continue
 		case strings.HasPrefix(name, metadataHeaderPrefix):
@@ -100,7 +98,7 @@ func requestMetadata(r *http.Request, cfg *config, token, forwardedFor string) (
 			continue
 		}
 		for _, v := range values {
-			if err := addMetadata(md, key, v); err != nil {
+			if err := grpcheader.Append(md, key, v); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -111,7 +109,7 @@ func requestMetadata(r *http.Request, cfg *config, token, forwardedFor string) (
 	}
 	for name, values := range query {
 		key := lower(name)
-		if key == timeoutKey {
+		if key == grpcheader.TimeoutKey {
 			timeout = values[0]
 			continue
 		}
@@ -119,7 +117,7 @@ func requestMetadata(r *http.Request, cfg *config, token, forwardedFor string) (
 			return nil, 0, err
 		}
 		for _, v := range values {
-			if err := addMetadata(md, key, v); err != nil {
+			if err := grpcheader.Append(md, key, v); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -143,7 +141,7 @@ func requestMetadata(r *http.Request, cfg *config, token, forwardedFor string) (
 	}
 	var d time.Duration
 	if timeout != "" {
-		if d, err = parseTimeout(timeout); err != nil {
+		if d, err = grpcheader.ParseTimeout(timeout); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -157,95 +155,6 @@ func checkAllowed(allow map[string]bool, key string) error {
 		return nil
 	}
 	return fmt.Errorf("grpcws: metadata key %q is not allowed", key)
-}
-
-// addMetadata validates one key and value and appends it to md. Values of
-// -bin keys arrive in base64 and are stored decoded, as metadata.MD holds
-// them.
-func addMetadata(md metadata.MD, key, value string) error {
-	if err := checkKey(key); err != nil {
-		return err
-	}
-	if strings.HasSuffix(key, "-bin") {
-		b, err := decodeBase64(value)
-		if err != nil {
-			return fmt.Errorf("grpcws: metadata %q: value is not base64", key)
-		}
-		md.Append(key, string(b))
-		return nil
-	}
-	if !printable(value) {
-		return fmt.Errorf("grpcws: metadata %q: value is not printable ASCII", key)
-	}
-	md.Append(key, value)
-	return nil
-}
-
-// reservedKeys are metadata keys gRPC or HTTP/2 keeps for themselves.
-var reservedKeys = map[string]bool{
-	"content-type": true, "te": true, "connection": true, "host": true,
-	"keep-alive": true, "proxy-connection": true, "transfer-encoding": true, "upgrade": true,
-}
-
-func checkKey(key string) error {
-	if key == "" {
-		return fmt.Errorf("grpcws: empty metadata key")
-	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("grpcws: metadata key %q has characters other than 0-9 a-z _ . -", key)
-		}
-	}
-	if reservedKeys[key] || strings.HasPrefix(key, "grpc-") {
-		return fmt.Errorf("grpcws: metadata key %q is reserved", key)
-	}
-	return nil
-}
-
-// decodeBase64 accepts the standard and URL alphabets, padded or not.
-func decodeBase64(s string) ([]byte, error) {
-	s = strings.TrimRight(s, "=")
-	if strings.ContainsAny(s, "-_") {
-		return base64.RawURLEncoding.DecodeString(s)
-	}
-	return base64.RawStdEncoding.DecodeString(s)
-}
-
-// parseTimeout parses a grpc-timeout value: 1 to 8 digits and a unit.
-func parseTimeout(s string) (time.Duration, error) {
-	bad := fmt.Errorf("grpcws: grpc-timeout %q is not 1 to 8 digits and a unit (H M S m u n)", s)
-	if len(s) < 2 || len(s) > 9 {
-		return 0, bad
-	}
-	n, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
-	if err != nil {
-		return 0, bad
-	}
-	var unit time.Duration
-	switch s[len(s)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
-		return 0, bad
-	}
-	if n == 0 {
-		return 0, bad
-	}
-	if n > uint64(math.MaxInt64/unit) {
-		return math.MaxInt64, nil // 99999999H is longer than a Duration holds
-	}
-	return time.Duration(n) * unit, nil
 }
 
 // toMetadata converts gRPC metadata to its control-frame form.
@@ -272,15 +181,6 @@ func originAllowed(r *http.Request, patterns []string) (bool, string) {
 		return true, ""
 	}
 	return peer.OriginAllowed(origin, r.Host, patterns), origin
-}
-
-func printable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 func lower(s string) string { return strings.ToLower(s) }

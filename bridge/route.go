@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	grpcwsv1 "github.com/grpcws/grpcws/gen/grpcws/v1"
+	"github.com/grpcws/grpcws/internal/descset"
 )
 
 const (
@@ -86,7 +87,7 @@ type routeTable struct {
 
 func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
 	t := &routeTable{byName: map[string]*route{}, byMethod: map[string]*route{}}
-	files := new(protoregistry.Files)
+	var files []protoreflect.FileDescriptor
 	seen := map[protoreflect.FullName]bool{}
 	for i, s := range services {
 		if s.Desc == nil {
@@ -99,9 +100,7 @@ func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
 			return nil, fmt.Errorf("bridge: service %s registered twice", s.Desc.FullName())
 		}
 		seen[s.Desc.FullName()] = true
-		if err := addFile(files, s.Desc.ParentFile()); err != nil {
-			return nil, err
-		}
+		files = append(files, s.Desc.ParentFile())
 		methods := s.Desc.Methods()
 		for _, name := range s.Methods {
 			if methods.ByName(protoreflect.Name(name)) == nil {
@@ -160,7 +159,11 @@ func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
 		}
 	}
 	sort.Slice(t.routes, func(i, j int) bool { return t.routes[i].Method < t.routes[j].Method })
-	t.types = dynamicpb.NewTypes(files)
+	types, err := descset.Types(files...)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
+	t.types = types
 	return t, nil
 }
 
@@ -194,23 +197,6 @@ func (t *routeTable) lookupMethod(urlPath string) *route {
 		return nil
 	}
 	return t.byMethod[urlPath[j:]]
-}
-
-// addFile registers f and, first, its imports, skipping files already there.
-func addFile(files *protoregistry.Files, f protoreflect.FileDescriptor) error {
-	if _, err := files.FindFileByPath(f.Path()); err == nil {
-		return nil
-	}
-	imports := f.Imports()
-	for i := range imports.Len() {
-		if err := addFile(files, imports.Get(i).FileDescriptor); err != nil {
-			return err
-		}
-	}
-	if err := files.RegisterFile(f); err != nil {
-		return fmt.Errorf("bridge: register %s: %w", f.Path(), err)
-	}
-	return nil
 }
 
 // optionTypes resolves the grpcws.v1.subprotocol extension when method

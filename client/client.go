@@ -8,13 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/grpcws/grpcws/internal/grpcheader"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
@@ -192,7 +192,7 @@ func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 		if d <= 0 {
 			return nil, status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
 		}
-		header.Set("Grpc-Timeout", encodeTimeout(d))
+		header.Set("Grpc-Timeout", grpcheader.EncodeTimeout(d))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
@@ -249,28 +249,6 @@ func routeName(method string) (string, error) {
 		return "", status.Errorf(codes.Internal, "grpcws: malformed method name %q", method)
 	}
 	return strings.Replace(name, "/", ".", 1), nil
-}
-
-// encodeTimeout writes d in gRPC's grpc-timeout format: at most 8 digits
-// and the finest unit that fits, rounded up.
-func encodeTimeout(d time.Duration) string {
-	const maxValue = 99999999
-	for _, u := range []struct {
-		unit time.Duration
-		name string
-	}{
-		{time.Nanosecond, "n"}, {time.Microsecond, "u"}, {time.Millisecond, "m"},
-		{time.Second, "S"}, {time.Minute, "M"}, {time.Hour, "H"},
-	} {
-		v := d / u.unit // rounded up below, without the overflow of d+unit-1
-		if d%u.unit != 0 {
-			v++
-		}
-		if v <= maxValue {
-			return strconv.FormatInt(int64(max(v, 1)), 10) + u.name
-		}
-	}
-	return strconv.Itoa(maxValue) + "H"
 }
 
 // stream is one RPC on its own WebSocket. One goroutine, read, owns

@@ -71,7 +71,7 @@ type bridgedStream struct {
 }
 
 func openBridged(ctx context.Context, e *env, size int) (pinger, error) {
-	conn, _, err := websocket.Dial(ctx, "ws://"+e.bridgeAddr+"/", &websocket.DialOptions{
+	conn, _, err := websocket.Dial(ctx, "ws://"+e.bridge.Addr+"/", &websocket.DialOptions{
 		Subprotocols:    []string{route},
 		CompressionMode: websocket.CompressionDisabled,
 	})
@@ -216,12 +216,12 @@ func measure(ctx context.Context, e *env, ps []pinger, d time.Duration) (measure
 		}()
 	}
 	time.Sleep(time.Until(start))
-	cpu0, err := procstat.CPUTime(e.bridge.Process.Pid)
+	cpu0, err := procstat.CPUTime(e.bridge.Pid())
 	if err != nil {
 		return m, err
 	}
 	time.Sleep(time.Until(end))
-	cpu1, err := procstat.CPUTime(e.bridge.Process.Pid)
+	cpu1, err := procstat.CPUTime(e.bridge.Pid())
 	if err != nil {
 		return m, err
 	}

@@ -16,7 +16,7 @@ import (
 // idle opens n bridged streams, each after one round trip left idle, and
 // reports the bridge's resident memory per stream.
 func idle(ctx context.Context, e *env, n int, w io.Writer) error {
-	pid := e.bridge.Process.Pid
+	pid := e.bridge.Pid()
 	settle := func() { time.Sleep(2 * time.Second) }
 	settle()
 	before, err := procstat.RSS(pid)
@@ -87,7 +87,7 @@ func scale(ctx context.Context, e *env, n int, d time.Duration, w io.Writer) err
 		}()
 	}
 	wg.Wait()
-	mem, err := procstat.RSS(e.bridge.Process.Pid)
+	mem, err := procstat.RSS(e.bridge.Pid())
 	if err != nil {
 		return err
 	}

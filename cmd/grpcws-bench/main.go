@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer env.close()
 	fmt.Fprintf(stdout, "grpcws-bench: backend %s (pid %d), bridge %s (pid %d), %d CPUs\n\n",
-		env.backendAddr, env.backend.Process.Pid, env.bridgeAddr, env.bridge.Process.Pid, numCPU())
+		env.backendAddr, env.backend.Pid(), env.bridge.Addr, env.bridge.Pid(), numCPU())
 
 	if o.only == "" || o.only == "compare" {
 		if err := compare(ctx, env, o, stdout); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,11 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/descset"
+	"github.com/grpcws/grpcws/internal/proc"
 	"github.com/grpcws/grpcws/internal/procstat"
 )
 
@@ -26,85 +25,12 @@ type env struct {
 	ctx         context.Context
 	self        string // this binary, for the backend
 	dir         string
-	bridge      *proc
-	bridgeAddr  string
-	adminAddr   string
+	bridge      *proc.Sidecar
 	bridgeLog   string // the bridge's stderr
 	backendAddr string
 
 	mu      sync.Mutex
-	backend *proc // nil while killed
-}
-
-// proc is a started process whose exit is reaped by a goroutine.
-type proc struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when it has exited and been reaped
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// startProc starts cmd and waits for its first line on stdout, which must
-// start with prefix; it returns the rest of the line.
-func startProc(cmd *exec.Cmd, prefix string) (*proc, string, error) {
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	p := &proc{cmd: cmd, exited: make(chan struct{})}
-	lines := make(chan string, 1)
-	go func() {
-		r := bufio.NewReader(out)
-		line, _ := r.ReadString('\n')
-		lines <- line
-		_, _ = io.Copy(io.Discard, r)
-		_ = cmd.Wait()
-		close(p.exited)
-	}()
-	t := time.NewTimer(30 * time.Second)
-	defer t.Stop()
-	select {
-	case line := <-lines:
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix)
-		if !ok {
-			p.kill()
-			return nil, "", fmt.Errorf("%s: unexpected first line %q", cmd.Path, line)
-		}
-		return p, rest, nil
-	case <-t.C:
-		p.kill()
-		return nil, "", fmt.Errorf("%s: no address after 30s", cmd.Path)
-	}
-}
-
-// kill sends SIGKILL and waits for the exit.
-func (p *proc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.exited
-}
-
-// stop asks the process to stop with SIGTERM, and kills it after timeout.
-func (p *proc) stop(timeout time.Duration) {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-p.exited:
-	case <-t.C:
-		p.kill()
-	}
+	backend *proc.Proc // nil while killed
 }
 
 func startEnv(ctx context.Context, bridgePath string) (*env, error) {
@@ -138,23 +64,13 @@ func startEnv(ctx context.Context, bridgePath string) (*env, error) {
 		return nil, err
 	}
 	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.CommandContext(ctx, bridgePath, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+	e.bridge, err = proc.StartSidecar(ctx, bridgePath, logFile,
 		"--backend", e.backendAddr, "--descriptors", descriptors, "--expose", "*",
 		"--max-connections", "0", "--max-connections-per-ip", "0", "--log-level", "warn", "--pprof")
-	cmd.Stderr = logFile
-	p, rest, err := startProc(cmd, "grpcws: listening on ")
 	if err != nil {
 		e.close()
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
-	e.bridge = p
-	// rest is "ADDR (admin ADDR)"
-	addr, admin, ok := strings.Cut(rest, " (admin ")
-	if !ok {
-		e.close()
-		return nil, fmt.Errorf("bridge: no admin address in %q", rest)
-	}
-	e.bridgeAddr, e.adminAddr = addr, strings.TrimSuffix(admin, ")")
 	return e, nil
 }
 
@@ -165,9 +81,9 @@ func (e *env) startBackend(addr string) error {
 	for range 50 {
 		cmd := exec.CommandContext(e.ctx, e.self, "backend", "-listen", addr)
 		cmd.Stderr = io.Discard // "address already in use" while retrying
-		var p *proc
+		var p *proc.Proc
 		var rest string
-		if p, rest, err = startProc(cmd, "backend listening on "); err == nil {
+		if p, rest, err = proc.Start(cmd, "backend listening on "); err == nil {
 			e.mu.Lock()
 			e.backend, e.backendAddr = p, rest
 			e.mu.Unlock()
@@ -188,13 +104,13 @@ func (e *env) killBackend() {
 	e.backend = nil
 	e.mu.Unlock()
 	if p != nil {
-		p.kill()
+		p.Kill()
 	}
 }
 
 func (e *env) close() {
 	if e.bridge != nil {
-		e.bridge.stop(40 * time.Second) // past the drain's default timeout
+		e.bridge.Stop(40 * time.Second) // past the drain's default timeout
 	}
 	e.killBackend()
 	if e.dir != "" {
@@ -219,15 +135,13 @@ func (e *env) logLines(first int) (int, []string) {
 // probe reads the bridge's figures: from its admin listener and from
 // /proc.
 type probe struct {
-	pid    int
-	admin  string
+	bridge *proc.Sidecar
 	client *http.Client
 }
 
 func newProbe(e *env) *probe {
 	return &probe{
-		pid:    e.bridge.pid(),
-		admin:  "http://" + e.adminAddr,
+		bridge: e.bridge,
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}},
 	}
 }
@@ -245,7 +159,7 @@ type snapshot struct {
 }
 
 func (p *probe) get(ctx context.Context, path string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.admin+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.bridge.Admin+path, nil)
 	if err != nil {
 		return "", err
 	}
@@ -268,19 +182,9 @@ func (p *probe) get(ctx context.Context, path string) (string, error) {
 // when full is set, else from the go_goroutines metric (cheaper).
 func (p *probe) snapshot(ctx context.Context, full bool) (snapshot, error) {
 	var s snapshot
-	metrics, err := p.get(ctx, "/metrics")
+	values, err := p.bridge.Metrics(ctx, p.client)
 	if err != nil {
 		return s, err
-	}
-	values := map[string]float64{}
-	for line := range strings.Lines(metrics) {
-		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok || strings.HasPrefix(name, "#") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			values[name] = v
-		}
 	}
 	open, ok := values["grpcws_connections_open"]
 	if !ok {
@@ -297,13 +201,13 @@ func (p *probe) snapshot(ctx context.Context, full bool) (snapshot, error) {
 			return s, err
 		}
 	}
-	if s.fds, err = procstat.FDs(p.pid); err != nil {
+	if s.fds, err = procstat.FDs(p.bridge.Pid()); err != nil {
 		return s, err
 	}
-	if s.rss, err = procstat.RSS(p.pid); err != nil {
+	if s.rss, err = procstat.RSS(p.bridge.Pid()); err != nil {
 		return s, err
 	}
-	if s.cpu, err = procstat.CPUTime(p.pid); err != nil {
+	if s.cpu, err = procstat.CPUTime(p.bridge.Pid()); err != nil {
 		return s, err
 	}
 	return s, nil

@@ -148,7 +148,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "grpcws-soak: %d streams for %v (each living up to %v), %s, %.0f%% of clients dropped, seed %d, %d source addresses\n",
 		o.streams, o.duration, o.maxLife, kills, 100*o.drop, o.seed, o.sources)
-	fmt.Fprintf(stdout, "bridge %s (pid %d, admin %s), backend %s\n\n", e.bridgeAddr, e.bridge.pid(), e.adminAddr, e.backendAddr)
+	fmt.Fprintf(stdout, "bridge %s (pid %d, admin %s), backend %s\n\n", e.bridge.Addr, e.bridge.Pid(), e.bridge.Admin, e.backendAddr)
 
 	s, err := newSoak(ctx, e, o, stdout)
 	if err != nil {

@@ -74,7 +74,7 @@ func newSoak(ctx context.Context, e *env, o options, out io.Writer) (*soak, erro
 		o:       o,
 		probe:   newProbe(e),
 		dialers: newDialers(o.sources),
-		url:     "ws://" + e.bridgeAddr + "/",
+		url:     "ws://" + e.bridge.Addr + "/",
 		out:     out,
 	}
 	s.t.failed = map[codes.Code]int{}
@@ -94,7 +94,7 @@ func newSoak(ctx context.Context, e *env, o options, out io.Writer) (*soak, erro
 func (s *soak) waitReady(ctx context.Context, c *http.Client) error {
 	var last error
 	for range 300 {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.probe.admin+"/readyz", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.probe.bridge.Admin+"/readyz", nil)
 		if err != nil {
 			return err
 		}
@@ -168,7 +168,7 @@ func (s *soak) run(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if !s.e.bridge.running() {
+	if !s.e.bridge.Running() {
 		s.bridgeCrashed = true
 		return nil
 	}

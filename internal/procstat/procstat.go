@@ -40,18 +40,24 @@ func CPUTime(pid int) (time.Duration, error) {
 }
 
 // RSS returns the resident memory of pid in bytes.
-func RSS(pid int) (int64, error) {
+func RSS(pid int) (int64, error) { return status(pid, "VmRSS:") }
+
+// PeakRSS returns the most resident memory pid has had, in bytes.
+func PeakRSS(pid int) (int64, error) { return status(pid, "VmHWM:") }
+
+// status reads one size in kB from /proc/pid/status.
+func status(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
+	return 0, fmt.Errorf("no %s for %d", strings.TrimSuffix(field, ":"), pid)
 }
 
 // FDs returns the number of open file descriptors of pid.

@@ -24,8 +24,12 @@ func TestReaders(t *testing.T) {
 	if after-before < 10*time.Millisecond {
 		t.Errorf("CPU time grew by %v over 50ms of spinning; want at least 10ms", after-before)
 	}
-	if mem, err := RSS(pid); err != nil || mem < 1<<20 {
+	mem, err := RSS(pid)
+	if err != nil || mem < 1<<20 {
 		t.Errorf("RSS = %d, %v; want at least 1 MiB", mem, err)
+	}
+	if peak, err := PeakRSS(pid); err != nil || peak < mem {
+		t.Errorf("PeakRSS = %d, %v; want at least RSS, %d", peak, err, mem)
 	}
 	n, err := FDs(pid)
 	if err != nil {
