@@ -186,6 +186,7 @@ type Limits struct {
 	MaxStreamDuration   time.Duration `yaml:"max_stream_duration"`    // lifetime of one RPC; default 0 = none
 	MaxMessageSize      ByteSize      `yaml:"max_message_size"`       // one message, each direction; default 4MiB; > 0
 	WriteTimeout        time.Duration `yaml:"write_timeout"`          // one frame to the client; default 30s; > 0
+	ReadTimeout         time.Duration `yaml:"read_timeout"`           // the next bytes of an HTTP request body; default 30s; > 0
 	PingInterval        time.Duration `yaml:"ping_interval"`          // default 30s; 0 = no pings; else at least 1s
 	PingTimeout         time.Duration `yaml:"ping_timeout"`           // wait for the pong; default 20s; > 0
 }
@@ -246,6 +247,7 @@ func Default() *Config {
 			HandshakeTimeout:    10 * time.Second,
 			MaxMessageSize:      DefaultMaxMessageSize,
 			WriteTimeout:        30 * time.Second,
+			ReadTimeout:         30 * time.Second,
 			PingInterval:        30 * time.Second,
 			PingTimeout:         20 * time.Second,
 		},

@@ -26,6 +26,7 @@ func TestDefault(t *testing.T) {
 			HandshakeTimeout:    10 * time.Second,
 			MaxMessageSize:      4 * MiB,
 			WriteTimeout:        30 * time.Second,
+			ReadTimeout:         30 * time.Second,
 			PingInterval:        30 * time.Second,
 			PingTimeout:         20 * time.Second,
 		},

@@ -419,6 +419,7 @@ routes:
   write_timeout: 0s
   ping_interval: 500ms
   ping_timeout: 0s
+  read_timeout: -1s
 `,
 			want: []string{
 				`grpcws.yaml:2: limits.max_connections: "-1": must not be negative (0 means no limit)`,
@@ -430,6 +431,7 @@ routes:
 				`grpcws.yaml:8: limits.write_timeout: "0s": must be positive`,
 				`grpcws.yaml:9: limits.ping_interval: "500ms": must be 0 (no pings) or at least 1s`,
 				`grpcws.yaml:10: limits.ping_timeout: "0s": must be positive`,
+				`grpcws.yaml:11: limits.read_timeout: "-1s": must be positive`,
 			},
 		},
 		{
@@ -656,6 +658,7 @@ limits:
   max_stream_duration: 24h
   max_message_size: 1048576
   write_timeout: 1m
+  read_timeout: 20s
   ping_interval: 0
   ping_timeout: 10s
 origins: ["*.example.com", "localhost:*"]
@@ -718,6 +721,7 @@ drain:
 			MaxStreamDuration: 24 * time.Hour,
 			MaxMessageSize:    MiB,
 			WriteTimeout:      time.Minute,
+			ReadTimeout:       20 * time.Second,
 			PingTimeout:       10 * time.Second,
 		},
 		Origins:        []string{"*.example.com", "localhost:*"},

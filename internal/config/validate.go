@@ -503,6 +503,7 @@ func (v *validator) limits(l Limits) {
 		v.bad(p+".max_message_size", l.MaxMessageSize.String(), "must be at most 2GiB")
 	}
 	v.positive(p+".write_timeout", l.WriteTimeout)
+	v.positive(p+".read_timeout", l.ReadTimeout)
 	if v.notNegative(p+".ping_interval", l.PingInterval) && l.PingInterval > 0 && l.PingInterval < time.Second {
 		v.bad(p+".ping_interval", l.PingInterval.String(), "must be 0 (no pings) or at least 1s")
 	}

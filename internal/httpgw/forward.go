@@ -2,7 +2,9 @@ package httpgw
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,10 +14,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/grpcws/grpcws/bridge"
+	"github.com/grpcws/grpcws/internal/grpcheader"
 	"github.com/grpcws/grpcws/internal/passthrough"
 )
 
@@ -24,28 +31,41 @@ type call struct {
 	cancel context.CancelCauseFunc
 }
 
-// forward is the in-process gRPC server's handler for every method: it
-// forwards the call to the route's backend, message by message, without
-// decoding them.
-func (g *Gateway) forward(_ any, ss grpc.ServerStream) error {
-	method, _ := grpc.MethodFromServerStream(ss)
-	rt := g.routes[method]
-	if rt == nil {
-		g.observer.Refused(bridge.RefusedUnknownRoute)
-		return status.Errorf(codes.Unimplemented, "grpcws: no route for %s", method)
+// serveBackend serves the gRPC request that vanguard makes of each call:
+// it forwards the call to the route's backend, message by message, without
+// decoding them. It speaks the gRPC protocol itself rather than through a
+// grpc.Server, so that the call's status is the gateway's to decide:
+// grpc.Server fails a call on its own, with UNAVAILABLE or INTERNAL, as
+// soon as reading the request fails, whatever the reason.
+func (g *Gateway) serveBackend(w http.ResponseWriter, r *http.Request) {
+	info, _ := r.Context().Value(infoKey{}).(*requestInfo)
+	rt := g.routes[r.URL.Path]
+	if info == nil || rt == nil { // vanguard calls only for the routes' methods
+		g.unknown(w, r)
+		return
 	}
-	info, _ := ss.Context().Value(infoKey{}).(*requestInfo)
-	if info == nil {
-		info = &requestInfo{protocol: "grpc"}
+	s := &httpStream{w: w, body: r.Body, info: info, route: rt, types: g.types,
+		json: strings.HasSuffix(r.Header.Get("Content-Type"), "+json")}
+	md, timeout, err := g.requestMetadata(r.Header, info)
+	if err == nil {
+		err = s.compression(r.Header.Get("Grpc-Encoding"))
 	}
-	in, _ := metadata.FromIncomingContext(ss.Context())
-	md := g.outgoing(in, info)
+	if err != nil {
+		g.observer.Refused(bridge.RefusedBadRequest)
+		st := status.New(codes.InvalidArgument, err.Error())
+		g.logCall(info, rt, st, 0, &callStats{})
+		s.end(st, nil)
+		return
+	}
+	if rt.maxLife > 0 && (timeout == 0 || rt.maxLife < timeout) {
+		timeout = rt.maxLife
+	}
 
-	ctx, cancel := context.WithCancelCause(ss.Context())
+	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	if rt.maxLife > 0 {
+	if timeout > 0 {
 		var stop context.CancelFunc
-		ctx, stop = context.WithTimeout(ctx, rt.maxLife)
+		ctx, stop = context.WithTimeout(ctx, timeout)
 		defer stop()
 	}
 	c := &call{cancel: cancel}
@@ -61,26 +81,32 @@ func (g *Gateway) forward(_ any, ss grpc.ServerStream) error {
 	start := time.Now()
 	obs := g.observer.Accepted(rt.Route)
 	var stats callStats
-	err := g.pump(metadata.NewOutgoingContext(ctx, md), cancel, ss, rt, obs, &stats)
-	switch cause := context.Cause(ctx); {
-	case errors.Is(cause, errClosed):
-		err = errShuttingDown.Err()
-	case err != nil && cause != nil && cause != context.Canceled:
-		if _, ok := status.FromError(cause); ok {
-			err = cause // the client's side failed first, and cancelled the backend
-		}
-	}
-	st := status.Convert(err)
-	if err == nil {
-		st = status.New(codes.OK, "")
-	}
+	err = g.pump(metadata.NewOutgoingContext(ctx, md), cancel, s, rt, obs, &stats)
+	st := g.callStatus(ctx, info, err)
 	d := time.Since(start)
 	obs.Ended(st.Code(), d)
 	g.logCall(info, rt, st, d, &stats)
-	if err != nil {
-		return st.Err()
+	s.end(st, s.trailer)
+}
+
+// callStatus is the status a call ends with, given what pump returned:
+// the bridge's own reason when it ended the call (shutdown, a client too
+// slow, a broken request) and the backend's status otherwise.
+func (g *Gateway) callStatus(ctx context.Context, info *requestInfo, err error) *status.Status {
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, errClosed):
+		return errShuttingDown
+	case info.writer.stalled.Load():
+		return status.Newf(codes.Unavailable, "grpcws: client took no data for %v", g.writeTimeout)
+	case err == nil:
+		return status.New(codes.OK, "")
+	case cause != nil && cause != context.Canceled && cause != context.DeadlineExceeded:
+		if st, ok := status.FromError(cause); ok {
+			return st // the client's side failed first, and cancelled the backend
+		}
 	}
-	return nil
+	return status.Convert(err)
 }
 
 type callStats struct {
@@ -91,81 +117,356 @@ type callStats struct {
 
 // pump runs the call: the client's messages up to the backend, the
 // backend's headers, messages and trailers down. When the client streams,
-// its messages go up from a goroutine of its own, which ends at the
-// client's end of stream, or when the gRPC server ends the stream after
-// pump returns.
-func (g *Gateway) pump(ctx context.Context, cancel context.CancelCauseFunc, ss grpc.ServerStream, rt *route, obs interface {
+// its messages go up from a goroutine of its own, which pump waits for.
+// Otherwise the one request message and the end of the request are read
+// before the backend stream opens, so that a malformed request never
+// reaches the backend.
+func (g *Gateway) pump(ctx context.Context, cancel context.CancelCauseFunc, s *httpStream, rt *route, obs interface {
 	ClientMessage(int)
 	ServerMessage(int)
 }, stats *callStats) error {
+	var req mem.BufferSlice
+	if !rt.ClientStreams {
+		var err error
+		if req, err = s.recvOne(); err != nil {
+			return err
+		}
+	}
 	cs, err := rt.conn.NewStream(ctx, rt.desc, rt.Method,
 		grpc.ForceCodecV2(rawCodec{}),
 		grpc.MaxCallRecvMsgSize(rt.maxMsg),
 		grpc.MaxCallSendMsgSize(rt.maxMsg))
 	if err != nil {
+		req.Free()
 		return err
 	}
-	up := func() error {
-		for {
-			var f frame
-			if err := ss.RecvMsg(&f); err != nil {
-				if errors.Is(err, io.EOF) {
-					return cs.CloseSend()
-				}
-				return err
-			}
-			n := f.Data.Len()
-			stats.mu.Lock()
-			stats.msgsIn++
-			stats.bytesIn += int64(n)
-			stats.mu.Unlock()
-			obs.ClientMessage(n)
-			if err := cs.SendMsg(&f); err != nil {
-				if f.Data != nil {
-					f.Data.Free()
-				}
-				return nil // the RPC ended: RecvMsg below returns its status
-			}
+	// send reports false when the RPC has ended: RecvMsg below returns its
+	// status.
+	send := func(data mem.BufferSlice) bool {
+		n := data.Len()
+		stats.mu.Lock()
+		stats.msgsIn++
+		stats.bytesIn += int64(n)
+		stats.mu.Unlock()
+		obs.ClientMessage(n)
+		f := frame{Data: data}
+		if err := cs.SendMsg(&f); err != nil {
+			f.Data.Free() // not taken
+			return false
 		}
+		return true
 	}
 	if rt.ClientStreams {
-		go func() {
-			if err := up(); err != nil {
-				cancel(err) // ends the backend stream, and so the loop below
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				data, err := s.recv()
+				if err != nil {
+					if errors.Is(err, io.EOF) {
+						_ = cs.CloseSend()
+					} else {
+						cancel(err) // ends the backend stream, and so the loop below
+					}
+					return
+				}
+				if !send(data) {
+					return
+				}
 			}
+		})
+		defer func() {
+			cancel(nil) // a send blocked on the backend returns
+			s.info.body.abort()
+			wg.Wait()
 		}()
-	} else if err := up(); err != nil {
-		return err
+	} else {
+		send(req) // and CloseSend, as the method takes one message
 	}
 
 	if md, err := cs.Header(); err == nil && md != nil {
-		delete(md, "content-type")
-		if err := ss.SendHeader(md); err != nil {
-			return err
-		}
+		s.sendHeader(md)
 	}
 	for {
 		var f frame
 		if err := cs.RecvMsg(&f); err != nil {
-			ss.SetTrailer(cs.Trailer())
+			s.trailer = cs.Trailer()
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
 		n := f.Data.Len()
-		serr := ss.SendMsg(&f)
-		if f.Data != nil {
-			f.Data.Free()
-		}
-		if serr != nil {
-			return serr
+		werr := s.send(f.Data)
+		f.Data.Free()
+		if werr != nil {
+			if _, ok := status.FromError(werr); ok {
+				return werr
+			}
+			return status.Errorf(codes.Canceled, "grpcws: client connection lost: %v", werr)
 		}
 		stats.mu.Lock()
 		stats.msgsOut++
 		stats.bytesOut += int64(n)
 		stats.mu.Unlock()
 		obs.ServerMessage(n)
+	}
+}
+
+// An httpStream is the client's side of one call in the gRPC protocol that
+// vanguard speaks to the gateway: length-prefixed messages in the request
+// body; headers, length-prefixed messages and trailers in the response.
+// Vanguard decompresses every message before it arrives, and compresses
+// none of ours. recv is called by one goroutine, and the rest by another.
+type httpStream struct {
+	w       http.ResponseWriter
+	body    io.Reader
+	info    *requestInfo
+	route   *route
+	types   *dynamicpb.Types
+	json    bool        // messages are JSON both ways
+	gzip    bool        // compressed request messages are gzip
+	in, out [5]byte     // message prefixes
+	started bool        // the response headers are written
+	trailer metadata.MD // the backend's trailers
+}
+
+// compression takes the request's grpc-encoding.
+func (s *httpStream) compression(enc string) error {
+	switch enc {
+	case "", "identity":
+	case "gzip":
+		s.gzip = true
+	default: // vanguard refuses others first
+		return fmt.Errorf("grpcws: request compression %q is not supported", enc)
+	}
+	return nil
+}
+
+// Errors of the request's messages.
+var (
+	errNoRequest    = status.Error(codes.InvalidArgument, "grpcws: no request message: the method takes exactly one")
+	errManyRequests = status.Error(codes.InvalidArgument, "grpcws: more than one request message: the method takes exactly one")
+	errTruncated    = status.Error(codes.InvalidArgument, "grpcws: the request ended inside a message")
+)
+
+// recv reads the next request message into a buffer from gRPC's pool. It
+// returns io.EOF at the end of the request, and a status otherwise.
+func (s *httpStream) recv() (mem.BufferSlice, error) {
+	if _, err := io.ReadFull(s.body, s.in[:]); err != nil {
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		return nil, s.readError(err)
+	}
+	compressed := s.in[0]&1 != 0
+	if compressed && !s.gzip {
+		return nil, status.Error(codes.InvalidArgument, "grpcws: a message flagged compressed in a request that names no compression")
+	}
+	n := int(binary.BigEndian.Uint32(s.in[1:]))
+	if n > s.route.maxMsg {
+		return nil, status.Errorf(codes.ResourceExhausted, "grpcws: request message larger than %d bytes", s.route.maxMsg)
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(n)
+	if _, err := io.ReadFull(s.body, *buf); err != nil {
+		pool.Put(buf)
+		return nil, s.readError(err)
+	}
+	data := mem.BufferSlice{mem.NewBuffer(buf, pool)}
+	var err error
+	if compressed {
+		if data, err = s.inflate(data); err != nil {
+			return nil, err
+		}
+	}
+	if s.json {
+		return s.fromJSON(data)
+	}
+	return data, nil
+}
+
+// inflate decompresses a request message, at most the message size limit
+// of it. It consumes data.
+func (s *httpStream) inflate(data mem.BufferSlice) (mem.BufferSlice, error) {
+	defer data.Free()
+	d := gzipReaders.Get().(*boundedGzip)
+	defer gzipReaders.Put(d)
+	d.limit = int64(s.route.maxMsg)
+	err := d.Reset(data.Reader())
+	var out mem.BufferSlice
+	if err == nil {
+		out, err = mem.ReadAll(d, mem.DefaultBufferPool())
+	}
+	if err != nil {
+		out.Free()
+		if st := vanguardError(err); st != nil {
+			return nil, st.Err()
+		}
+		return nil, status.Errorf(codes.InvalidArgument, "grpcws: compressed request message: %v", err)
+	}
+	return out, nil
+}
+
+var gzipReaders = sync.Pool{New: func() any { return new(boundedGzip) }}
+
+// fromJSON turns a request message in JSON into the binary encoding. It
+// consumes data.
+func (s *httpStream) fromJSON(data mem.BufferSlice) (mem.BufferSlice, error) {
+	b := data.Materialize()
+	data.Free()
+	m := s.route.input.New().Interface()
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true, Resolver: s.types}).Unmarshal(b, m); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "grpcws: request is not a valid %s in JSON: %v", m.ProtoReflect().Descriptor().FullName(), err)
+	}
+	out, err := proto.Marshal(m)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "grpcws: request: %v", err)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(out)}, nil
+}
+
+// toJSON turns a message from the backend into JSON, with every field,
+// as connect-go and vanguard write it.
+func (s *httpStream) toJSON(data mem.BufferSlice) ([]byte, error) {
+	m := s.route.output.New().Interface()
+	if err := (proto.UnmarshalOptions{Resolver: s.types}).Unmarshal(data.Materialize(), m); err != nil {
+		return nil, status.Errorf(codes.Internal, "grpcws: backend message: %v", err)
+	}
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true, Resolver: s.types}.Marshal(m)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "grpcws: backend message: %v", err)
+	}
+	return b, nil
+}
+
+// recvOne reads the one message of a method that is not client-streaming,
+// and the end of the request after it.
+func (s *httpStream) recvOne() (mem.BufferSlice, error) {
+	data, err := s.recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errNoRequest
+		}
+		return nil, err
+	}
+	switch extra, err := s.recv(); {
+	case err == nil:
+		extra.Free()
+		data.Free()
+		return nil, errManyRequests
+	case !errors.Is(err, io.EOF):
+		data.Free()
+		return nil, err
+	}
+	return data, nil
+}
+
+// readError says why the request could not be read: what the client did
+// wrong, as the body or vanguard found it, or that it went away.
+func (s *httpStream) readError(err error) error {
+	if f := s.info.body.failure(); f != nil {
+		return f
+	}
+	if st := vanguardError(err); st != nil {
+		return st.Err()
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return errTruncated
+	}
+	return status.Errorf(codes.Canceled, "grpcws: client connection lost: %v", err)
+}
+
+// sendHeader writes the response headers: the backend's headers as
+// metadata.
+func (s *httpStream) sendHeader(md metadata.MD) {
+	h := s.w.Header()
+	h.Set("Content-Type", s.contentType())
+	addMetadata(h, "", md)
+	s.w.WriteHeader(http.StatusOK)
+	s.started = true
+}
+
+func (s *httpStream) contentType() string {
+	if s.json {
+		return "application/grpc+json"
+	}
+	return "application/grpc"
+}
+
+// send writes one message, and flushes it when the response is a stream.
+func (s *httpStream) send(data mem.BufferSlice) error {
+	if !s.started {
+		s.sendHeader(nil)
+	}
+	if s.json {
+		b, err := s.toJSON(data)
+		if err != nil {
+			return err
+		}
+		data = mem.BufferSlice{mem.SliceBuffer(b)}
+	}
+	binary.BigEndian.PutUint32(s.out[1:], uint32(data.Len()))
+	if _, err := s.w.Write(s.out[:]); err != nil {
+		return err
+	}
+	for _, b := range data {
+		if _, err := s.w.Write(b.ReadOnlyData()); err != nil {
+			return err
+		}
+	}
+	if s.route.ServerStreams {
+		return http.NewResponseController(s.w).Flush()
+	}
+	return nil
+}
+
+// end writes the final status and trailers: as trailers, or as the headers
+// of a trailers-only response when no headers were written.
+func (s *httpStream) end(st *status.Status, trailers metadata.MD) {
+	if s.answered() {
+		return
+	}
+	h := s.w.Header()
+	prefix := http.TrailerPrefix
+	if !s.started {
+		h.Set("Content-Type", s.contentType())
+		prefix = ""
+	}
+	for _, f := range grpcheader.Status(st) {
+		h.Set(prefix+http.CanonicalHeaderKey(f[0]), f[1])
+	}
+	addMetadata(h, prefix, trailers)
+	if !s.started {
+		s.w.WriteHeader(http.StatusOK)
+	}
+}
+
+// answered reports whether vanguard has ended the response on its own, as
+// it does when it finds a request's envelope malformed or over the limit:
+// before the stream's own headers, anything written below vanguard is its
+// answer; after them, vanguard refuses further writes.
+func (s *httpStream) answered() bool {
+	if !s.started {
+		return s.info.writer.began.Load()
+	}
+	_, err := s.w.Write(nil)
+	return err != nil
+}
+
+// addMetadata adds the backend's metadata to h, each key after prefix;
+// binary values in base64.
+func addMetadata(h http.Header, prefix string, md metadata.MD) {
+	for k, vs := range md {
+		if grpcheader.Reserved(k) || k == "content-type" {
+			continue
+		}
+		key := prefix + http.CanonicalHeaderKey(k)
+		for _, v := range vs {
+			if strings.HasSuffix(k, "-bin") {
+				v = grpcheader.EncodeBinary(v)
+			}
+			h[key] = append(h[key], v)
+		}
 	}
 }
 
@@ -181,12 +482,22 @@ var hidden = map[string]bool{
 	"grpc-accept-encoding": true, "grpc-encoding": true,
 }
 
-// outgoing returns the metadata to send to the backend for the request
-// metadata in.
-func (g *Gateway) outgoing(in metadata.MD, info *requestInfo) metadata.MD {
+// requestMetadata returns the metadata to send to the backend, from the
+// request's headers, and the call's timeout from grpc-timeout (zero for
+// none).
+func (g *Gateway) requestMetadata(h http.Header, info *requestInfo) (metadata.MD, time.Duration, error) {
 	md := metadata.MD{}
-	for k, vs := range in {
+	var timeout time.Duration
+	for name, vs := range h {
+		k := strings.ToLower(name)
 		switch {
+		case k == grpcheader.TimeoutKey:
+			d, err := grpcheader.ParseTimeout(vs[0])
+			if err != nil {
+				return nil, 0, err
+			}
+			timeout = d
+			continue
 		case g.headers[k]:
 		case hidden[k], strings.HasPrefix(k, "sec-"), strings.HasPrefix(k, "x-forwarded-"),
 			strings.HasPrefix(k, "connect-"), strings.HasPrefix(k, "grpc-"), strings.HasPrefix(k, "access-control-"):
@@ -195,7 +506,11 @@ func (g *Gateway) outgoing(in metadata.MD, info *requestInfo) metadata.MD {
 		case g.allow != nil && !g.allow[k]:
 			continue
 		}
-		md[k] = append(md[k], vs...)
+		for _, v := range vs {
+			if err := grpcheader.Append(md, k, v); err != nil {
+				return nil, 0, err
+			}
+		}
 	}
 	if c := g.cookies(info.cookie); c != "" {
 		md.Set("cookie", c)
@@ -203,7 +518,7 @@ func (g *Gateway) outgoing(in metadata.MD, info *requestInfo) metadata.MD {
 	if g.opts.ForwardClientAddress && info.forwardedFor != "" {
 		md.Set("x-forwarded-for", info.forwardedFor)
 	}
-	return md
+	return md, timeout, nil
 }
 
 // cookies returns the Cookie header, or the cookies of it the operator

@@ -2,14 +2,17 @@
 // Connect, and gRPC itself — next to the WebSocket bridge, to the same
 // backends and routes.
 //
-// connectrpc.com/vanguard transcodes each request to gRPC; an in-process
-// gRPC server (grpc.Server as an http.Handler, with an unknown-service
-// handler and a pass-through codec) forwards each call to its backend with
+// connectrpc.com/vanguard turns each request into the gRPC protocol,
+// leaving its messages in the client's codec and compression; the gateway
+// reads them itself (forward.go), within the message size limit, decodes
+// JSON and gzip, and forwards each call to its backend with
 // conn.NewStream, so calls keep the backend connection's TLS, load
-// balancing and keepalive. Only the methods of the configured routes are
-// reachable. Cross-origin requests are answered with CORS from the same
-// origin allowlist as the bridge; requests from other origins are refused
-// before they reach a backend.
+// balancing and keepalive. Every call is bounded in time (bound.go): the
+// body's reads by the read timeout, the response's writes by the write
+// timeout. Only the methods of the configured routes are reachable.
+// Cross-origin requests are answered with CORS from the same origin
+// allowlist as the bridge; requests from other origins are refused before
+// they reach a backend.
 package httpgw
 
 import (
@@ -29,8 +32,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/grpcws/grpcws/bridge"
+	"github.com/grpcws/grpcws/internal/descset"
+	"github.com/grpcws/grpcws/internal/grpcheader"
 	"github.com/grpcws/grpcws/internal/peer"
 )
 
@@ -60,6 +66,15 @@ type Options struct {
 	// MaxStreamDuration bounds every call, as bridge.WithMaxStreamDuration
 	// does; zero: no bound.
 	MaxStreamDuration time.Duration
+	// ReadTimeout is the longest one read of a request body may wait while
+	// a message is incomplete; a client stream may pause between whole
+	// messages. Zero: DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// WriteTimeout is the longest one write of a response may take, as
+	// bridge.WithWriteTimeout is for a WebSocket frame: a client that
+	// takes nothing for that long is dropped and its backend stream
+	// cancelled. Zero: DefaultWriteTimeout.
+	WriteTimeout time.Duration
 	// Limiter counts every call while it runs, with the bridge's
 	// WebSockets when it is theirs too; a call over a limit is refused with
 	// RESOURCE_EXHAUSTED (HTTP 429 in Connect) before it reaches the
@@ -88,14 +103,16 @@ type Options struct {
 // are dropped, since HTTP requests carry headers that proxies and browsers
 // add.
 type Gateway struct {
-	opts       Options
-	log        *slog.Logger
-	observer   bridge.Observer
-	transcoder *vanguard.Transcoder
-	server     *grpc.Server
-	routes     map[string]*route // by "/package.Service/Method"
-	headers    map[string]bool   // MetadataHeaders, lower-case
-	allow      map[string]bool   // nil: any key
+	opts         Options
+	readTimeout  time.Duration
+	writeTimeout time.Duration
+	log          *slog.Logger
+	observer     bridge.Observer
+	transcoder   *vanguard.Transcoder
+	routes       map[string]*route // by "/package.Service/Method"
+	types        *dynamicpb.Types  // for JSON: resolves Any and extensions
+	headers      map[string]bool   // MetadataHeaders, lower-case
+	allow        map[string]bool   // nil: any key
 
 	mu      sync.Mutex
 	calls   map[*call]struct{}
@@ -109,19 +126,29 @@ type route struct {
 	bridge.Route
 	conn    grpc.ClientConnInterface
 	desc    *grpc.StreamDesc
+	input   protoreflect.MessageType // for JSON
+	output  protoreflect.MessageType
 	maxMsg  int
 	maxLife time.Duration
 }
 
+// The defaults of Options.ReadTimeout and Options.WriteTimeout.
+const (
+	DefaultReadTimeout  = 30 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+)
+
 // New returns a Gateway for opts.Services. It does no I/O.
 func New(opts Options) (*Gateway, error) {
 	g := &Gateway{
-		opts:     opts,
-		log:      opts.Logger,
-		observer: opts.Observer,
-		routes:   map[string]*route{},
-		headers:  map[string]bool{},
-		calls:    map[*call]struct{}{},
+		opts:         opts,
+		readTimeout:  positiveOr(opts.ReadTimeout, DefaultReadTimeout),
+		writeTimeout: positiveOr(opts.WriteTimeout, DefaultWriteTimeout),
+		log:          opts.Logger,
+		observer:     opts.Observer,
+		routes:       map[string]*route{},
+		headers:      map[string]bool{},
+		calls:        map[*call]struct{}{},
 	}
 	if g.log == nil {
 		g.log = slog.Default()
@@ -144,10 +171,12 @@ func New(opts Options) (*Gateway, error) {
 	}
 	largest := defMax
 	var services []*vanguard.Service
+	var files []protoreflect.FileDescriptor
 	for i, s := range opts.Services {
 		if s.Desc == nil || s.Conn == nil {
 			return nil, fmt.Errorf("httpgw: services[%d] has no descriptor or no connection", i)
 		}
+		files = append(files, s.Desc.ParentFile())
 		maxMsg := positiveOr(s.Limits.MaxMessageSize, defMax)
 		largest = max(largest, maxMsg)
 		methods := s.Desc.Methods()
@@ -162,19 +191,23 @@ func New(opts Options) (*Gateway, error) {
 			vanguard.WithMaxMessageBufferBytes(uint32(maxMsg)),
 		))
 	}
-	g.server = grpc.NewServer(
-		grpc.UnknownServiceHandler(g.forward),
-		grpc.ForceServerCodecV2(rawCodec{}),
-		grpc.MaxRecvMsgSize(largest),
-		grpc.MaxSendMsgSize(largest),
-	)
+	types, err := descset.Types(files...)
+	if err != nil {
+		return nil, fmt.Errorf("httpgw: %w", err)
+	}
+	g.types = types
+	// Vanguard changes only the protocol: messages reach serveBackend in
+	// the client's codec and compression, and the gateway decodes them
+	// itself, within its limits. Its own gzip, which it would use only to
+	// transcode, is bounded all the same, by the largest message limit.
 	t, err := vanguard.NewTranscoder(services,
 		vanguard.WithDefaultServiceOptions(
 			vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
-			vanguard.WithTargetCodecs(vanguard.CodecProto),
-			vanguard.WithNoTargetCompression(),
+			vanguard.WithTargetCodecs(vanguard.CodecProto, vanguard.CodecJSON),
+			vanguard.WithTargetCompression(vanguard.CompressionGzip),
 		),
 		vanguard.WithUnknownHandler(http.HandlerFunc(g.unknown)),
+		vanguard.WithCompression(vanguard.CompressionGzip, gzipCompressor, newBoundedGzip(largest)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("httpgw: %w", err)
@@ -192,7 +225,9 @@ func (g *Gateway) addRoute(s bridge.Service, m protoreflect.MethodDescriptor, ma
 			ClientStreams: m.IsStreamingClient(),
 			ServerStreams: m.IsStreamingServer(),
 		},
-		conn: s.Conn,
+		conn:   s.Conn,
+		input:  dynamicpb.NewMessageType(m.Input()),
+		output: dynamicpb.NewMessageType(m.Output()),
 		desc: &grpc.StreamDesc{
 			StreamName:    string(m.Name()),
 			ClientStreams: m.IsStreamingClient(),
@@ -243,6 +278,8 @@ type requestInfo struct {
 	client       netip.Addr
 	forwardedFor string
 	cookie       string // the Cookie header, which the gRPC server does not pass on
+	body         *requestBody
+	writer       *callWriter
 }
 
 type infoKey struct{}
@@ -257,6 +294,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer g.release()
 
 	proto := protocolOf(r)
+	rc := http.NewResponseController(w)
+	info := &requestInfo{protocol: proto, body: newRequestBody(r, rc, g.readTimeout)}
+	defer info.body.stop()
+	info.writer = newCallWriter(w, r, rc, info.body, g.writeTimeout)
+	w = info.writer
+	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	r.Body = info.body
+
 	origin := r.Header.Get("Origin")
 	if origin != "" && !peer.OriginAllowed(origin, r.Host, g.opts.OriginPatterns) {
 		g.observer.Refused(bridge.RefusedOrigin)
@@ -285,31 +330,45 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, proto, errShuttingDown)
 		return
 	}
-	addr, forwardedFor := peer.ClientAddr(r, g.opts.TrustedProxies)
+	info.client, info.forwardedFor = peer.ClientAddr(r, g.opts.TrustedProxies)
 	if g.opts.Limiter != nil {
-		release, err := g.opts.Limiter.Acquire(addr)
+		release, err := g.opts.Limiter.Acquire(info.client)
 		if err != nil {
 			g.observer.Refused(bridge.RefusedOverLimit)
 			g.log.Warn("grpcws: request refused", slog.String("protocol", proto), slog.String("refusal", string(bridge.RefusedOverLimit)),
-				slog.String("client", addr.String()), slog.String("path", r.URL.Path))
+				slog.String("client", info.client.String()), slog.String("path", r.URL.Path))
 			writeError(w, proto, status.New(codes.ResourceExhausted, err.Error()))
 			return
 		}
 		defer release()
 	}
+	if v := r.Header.Get(grpcheader.TimeoutKey); v != "" {
+		// Vanguard answers a malformed one with plain text.
+		if _, err := grpcheader.ParseTimeout(v); err != nil {
+			g.observer.Refused(bridge.RefusedBadRequest)
+			writeError(w, proto, status.New(codes.InvalidArgument, err.Error()))
+			return
+		}
+	}
+	info.cookie = strings.Join(r.Header.Values("Cookie"), "; ")
 	if proto == "grpc-web-text" {
 		w, r = textWriter(w), textRequest(r)
 	}
 	if proto == "grpc-web" || proto == "grpc-web-text" {
 		w = &trailerCase{ResponseWriter: w}
 	}
-	if p := g.route(r.URL.Path); p != "" && p != r.URL.Path {
+	p := g.route(r.URL.Path)
+	if rt := g.routes[p]; rt != nil {
+		// Connect's unary requests are one bare message; grpc-web-text's
+		// prefixes are in base64, under the decoder.
+		info.body.expect(proto != "connect" && proto != "grpc-web-text", rt.ClientStreams)
+	}
+	if p != "" && p != r.URL.Path {
 		// Mounted below a prefix, as improbable-eng's clients allow.
 		r = r.Clone(r.Context())
 		r.URL.Path, r.URL.RawPath = p, ""
 	}
-	info := &requestInfo{protocol: proto, client: addr, forwardedFor: forwardedFor, cookie: strings.Join(r.Header.Values("Cookie"), "; ")}
-	g.transcoder.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+	g.transcoder.ServeHTTP(w, r)
 }
 
 // route returns the method path a URL path names: itself, or its last two
@@ -330,11 +389,6 @@ func (g *Gateway) route(urlPath string) string {
 		return urlPath[j:]
 	}
 	return ""
-}
-
-// serveBackend is the handler vanguard calls, in the gRPC protocol.
-func (g *Gateway) serveBackend(w http.ResponseWriter, r *http.Request) {
-	g.server.ServeHTTP(w, r)
 }
 
 // unknown answers requests for methods no service has.
@@ -358,7 +412,6 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			return fmt.Errorf("httpgw: shutdown: %w", ctx.Err())
 		}
 	}
-	g.server.Stop()
 	return nil
 }
 
@@ -374,7 +427,6 @@ func (g *Gateway) Close() {
 	if idle != nil {
 		<-idle
 	}
-	g.server.Stop()
 }
 
 var errClosed = errors.New("httpgw: closed")

@@ -39,7 +39,7 @@ type fixture struct {
 	client  *http.Client // HTTP/1.1, and HTTP/2 without TLS
 }
 
-func newFixture(t *testing.T, opts httpgw.Options) *fixture {
+func newFixture(t testing.TB, opts httpgw.Options) *fixture {
 	t.Helper()
 	b := testbackend.Start(t)
 	if opts.Services == nil {
@@ -312,7 +312,7 @@ func TestRoutesAndOrigins(t *testing.T) {
 	}
 }
 
-func mustMarshal(t *testing.T, m proto.Message) []byte {
+func mustMarshal(t testing.TB, m proto.Message) []byte {
 	t.Helper()
 	b, err := proto.Marshal(m)
 	if err != nil {

@@ -16,8 +16,8 @@ import (
 // and the peer's address. The client is the peer, unless the peer is a
 // trusted proxy: then it is the last address in X-Forwarded-For that is not.
 func ClientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
-	peer := peerAddr(r.RemoteAddr)
-	if !isTrusted(peer, trusted) {
+	peer := Addr(r.RemoteAddr)
+	if !Trusted(peer, trusted) {
 		return peer, peer.String()
 	}
 	// The peer is a trusted proxy: walk X-Forwarded-For from the right,
@@ -37,14 +37,16 @@ func ClientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
 			break // garbage: believe nothing further left
 		}
 		client = a.Unmap()
-		if !isTrusted(client, trusted) {
+		if !Trusted(client, trusted) {
 			break
 		}
 	}
 	return client, strings.Join(append(hops, peer.String()), ", ")
 }
 
-func peerAddr(remote string) netip.Addr {
+// Addr returns the address of a peer from its "host:port", or the zero
+// Addr when it does not parse.
+func Addr(remote string) netip.Addr {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
 		host = remote
@@ -56,7 +58,8 @@ func peerAddr(remote string) netip.Addr {
 	return a.Unmap()
 }
 
-func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+// Trusted reports whether a is in one of the trusted prefixes.
+func Trusted(a netip.Addr, trusted []netip.Prefix) bool {
 	for _, p := range trusted {
 		if p.Contains(a) {
 			return true

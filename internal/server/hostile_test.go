@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,8 +15,11 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
+	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/proto"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
+	"github.com/grpcws/grpcws/internal/h2test"
 	"github.com/grpcws/grpcws/internal/wstest"
 )
 
@@ -273,5 +277,156 @@ func TestHandshakeHeaderLimit(t *testing.T) {
 	defer cancel()
 	if code := callEcho(t, ctx, dialer{}, r.url); code != websocket.StatusNormalClosure {
 		t.Errorf("echo after: close %d; want 1000", code)
+	}
+}
+
+// readUntilClosed reads a connection until the server closes it, and
+// returns how long that took from start; it fails the test after 10 s.
+func readUntilClosed(t *testing.T, nc net.Conn, start time.Time) time.Duration {
+	t.Helper()
+	_ = nc.SetReadDeadline(start.Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, nc)
+	d := time.Since(start)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("still open after %v", d)
+	}
+	return d
+}
+
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	nc, err := nd.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// TestHTTP2Handshake opens HTTP/2 connections that never finish a request:
+// the preface and SETTINGS only, or a header block that never ends. Each
+// is cut at limits.handshake_timeout, and while they are open they count
+// against the limit per address: one too many is closed at once. A header
+// block that stalls after a first request is cut by the pings.
+func TestHTTP2Handshake(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, false, nil)
+	cfg := testConfig(b.addr)
+	cfg.Limits.HandshakeTimeout = 500 * time.Millisecond
+	cfg.Limits.MaxConnectionsPerIP = 3
+	cfg.Limits.PingInterval = time.Second
+	cfg.Limits.PingTimeout = time.Second
+	r := serve(t, Options{Config: cfg})
+	r.waitReady(t)
+	addr := r.Addr().String()
+	grpcHeaders := map[string]string{"content-type": "application/grpc", "te": "trailers"}
+
+	for _, tc := range []struct {
+		name string
+		send func(c *h2test.Conn) error
+	}{
+		{"preface and settings", func(c *h2test.Conn) error { return c.Preface() }},
+		{"headers without their end", func(c *h2test.Conn) error {
+			return c.Headers(1, "/examples.echo.v1.EchoService/Echo", grpcHeaders, false, false)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			nc := dialFrom(t, "127.0.0.1", addr)
+			if err := tc.send(h2test.New(nc)); err != nil {
+				t.Fatal(err)
+			}
+			d := readUntilClosed(t, nc, start)
+			if lim := cfg.Limits.HandshakeTimeout; d < lim || d > lim+2*time.Second {
+				t.Errorf("cut after %v; want about %v", d, lim)
+			}
+		})
+	}
+
+	t.Run("counted per address", func(t *testing.T) {
+		t.Parallel()
+		for range cfg.Limits.MaxConnectionsPerIP {
+			if err := h2test.New(dialFrom(t, "127.0.0.5", addr)).Preface(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // for the server to read the prefaces
+		start := time.Now()
+		nc := dialFrom(t, "127.0.0.5", addr)
+		if err := h2test.New(nc).Preface(); err != nil {
+			t.Fatal(err)
+		}
+		if d := readUntilClosed(t, nc, start); d > cfg.Limits.HandshakeTimeout/2 {
+			t.Errorf("one over the limit cut after %v; want at once", d)
+		}
+		// Another address is served meanwhile.
+		ctx := testContext(t)
+		if code := callEcho(t, ctx, dialer{src: "127.0.0.6"}, r.url); code != websocket.StatusNormalClosure {
+			t.Errorf("from another address: close %d; want 1000", code)
+		}
+	})
+
+	t.Run("headers stalled after a request", func(t *testing.T) {
+		t.Parallel()
+		nc := dialFrom(t, "127.0.0.1", addr)
+		c := h2test.New(nc)
+		req, err := proto.Marshal(&echov1.EchoRequest{Message: "first"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Request(1, "/examples.echo.v1.EchoService/Echo", grpcHeaders, append([]byte{0, 0, 0, 0, byte(len(req))}, req...)); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for ended := false; !ended; {
+			f, err := c.ReadFrame()
+			if err != nil {
+				t.Fatalf("the first request: %v", err)
+			}
+			ended = f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagHeadersEndStream) && f.Header().Type == http2.FrameHeaders
+		}
+		start := time.Now()
+		if err := c.Headers(3, "/examples.echo.v1.EchoService/Echo", grpcHeaders, false, false); err != nil {
+			t.Fatal(err)
+		}
+		d := readUntilClosed(t, nc, start)
+		if lim := cfg.Limits.PingInterval + cfg.Limits.PingTimeout; d > lim+2*time.Second {
+			t.Errorf("cut after %v; want within the ping interval and timeout, %v", d, lim)
+		}
+	})
+}
+
+// TestPlainRequestBodies sends requests that are neither calls nor
+// upgrades, with bodies that never end: each is answered at once, counted
+// against the limit per address while it lasts, and its connection closed.
+func TestPlainRequestBodies(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, false, nil)
+	cfg := testConfig(b.addr)
+	cfg.Limits.ReadTimeout = 500 * time.Millisecond
+	r := serve(t, Options{Config: cfg, Fallback: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "the page")
+	})})
+	r.waitReady(t)
+	for _, method := range []string{"POST", "PUT"} {
+		start := time.Now()
+		nc := dialFrom(t, "127.0.0.1", r.Addr().String())
+		fmt.Fprintf(nc, "%s / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabcd", method)
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		res, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK || string(body) != "the page" || !res.Close {
+			t.Errorf("%s: %d %q close=%v; want 200, the page, Connection: close", method, res.StatusCode, body, res.Close)
+		}
+		if d := time.Since(start); d > cfg.Limits.ReadTimeout {
+			t.Errorf("%s: answered after %v; want at once", method, d)
+		}
+		readUntilClosed(t, nc, start)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	"github.com/grpcws/grpcws/internal/config"
 	"github.com/grpcws/grpcws/internal/httpgw"
 	"github.com/grpcws/grpcws/internal/metrics"
+	"github.com/grpcws/grpcws/internal/peer"
 	"github.com/grpcws/grpcws/internal/tlsfiles"
 )
 
@@ -59,7 +61,9 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics
-	limiter *bridge.ConnLimiter
+	limiter *bridge.ConnLimiter // WebSockets and HTTP calls in progress
+	conns   *connTracker        // connections without a request
+	trusted atomic.Pointer[[]netip.Prefix]
 	tracing *tracing // nil when off
 
 	lis, adminLis net.Listener
@@ -121,6 +125,10 @@ func New(opts Options) (*Server, error) {
 		backends:    map[string]*backend{},
 		generations: map[*generation]struct{}{},
 	}
+	s.conns = newConnTracker(bridge.NewConnLimiter(l.MaxConnections, l.MaxConnectionsPerIP),
+		l.HandshakeTimeout, log, s.metrics, func() []netip.Prefix { return *s.trusted.Load() })
+	trusted := opts.Config.TrustedProxyPrefixes()
+	s.trusted.Store(&trusted)
 	s.retire, s.endRetire = context.WithCancel(context.Background())
 	s.watchers, s.stopWatchers = context.WithCancel(context.Background())
 	return s, nil
@@ -188,12 +196,24 @@ func (s *Server) Serve(ctx context.Context) error {
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
+	l := cfg.Limits
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(s.serveFront),
 		Protocols:         protocols,
-		ReadHeaderTimeout: cfg.Limits.HandshakeTimeout, // the TLS and WebSocket handshakes too
+		ReadHeaderTimeout: l.HandshakeTimeout, // the TLS and WebSocket handshakes too
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// HTTP/2 connections are pinged as WebSockets are, after a quiet
+		// ping interval: that finds clients that vanished, and cuts a
+		// header block that never ends (a ping cannot come in the middle
+		// of one). A connection whose writes stall is closed.
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout:  l.PingInterval,
+			PingTimeout:      l.PingTimeout,
+			WriteByteTimeout: l.WriteTimeout,
+		},
+		ConnContext: s.conns.connContext,
+		ConnState:   s.conns.connState,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.adminSrv = &http.Server{
 		Handler:           s.adminMux(cfg.Admin.Pprof),
@@ -299,17 +319,50 @@ func (s *Server) drain() error {
 
 // serveFront sends WebSocket upgrades to the newest generation's bridge,
 // gRPC-Web, Connect and gRPC requests (and their CORS preflights) to its
-// gateway, and other requests to the fallback.
+// gateway, and other requests to servePlain.
 func (s *Server) serveFront(w http.ResponseWriter, r *http.Request) {
-	if httpgw.Handles(r) {
+	served(r)
+	switch {
+	case httpgw.Handles(r):
 		s.front.Load().gateway.ServeHTTP(w, s.tracing.extract(r))
+	case isUpgrade(r):
+		s.front.Load().handler.ServeHTTP(w, s.tracing.extract(r))
+	default:
+		s.servePlain(w, r)
+	}
+}
+
+// servePlain serves a request that is neither a call nor an upgrade: the
+// fallback's page, or the bridge's 426. It holds a place in the limits as a
+// call does, and is bounded in time as one is: its body, which nothing
+// here reads, must arrive within the read timeout, and its response within
+// the write timeout.
+func (s *Server) servePlain(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	l := s.cfg.Limits
+	s.mu.Unlock()
+	addr, _ := peer.ClientAddr(r, *s.trusted.Load())
+	release, err := s.limiter.Acquire(addr)
+	if r.ContentLength != 0 && r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close") // net/http must not wait for the body first
+	}
+	if err != nil {
+		s.metrics.Refused(bridge.RefusedOverLimit)
+		http.Error(w, err.Error(), http.StatusTooManyRequests)
 		return
 	}
-	if s.opts.Fallback != nil && !isUpgrade(r) {
+	defer release()
+	rc := http.NewResponseController(w)
+	if r.ContentLength != 0 {
+		_ = rc.SetReadDeadline(time.Now().Add(l.ReadTimeout))
+	}
+	_ = rc.SetWriteDeadline(time.Now().Add(l.WriteTimeout))
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }() // the connection's next request
+	if s.opts.Fallback != nil {
 		s.opts.Fallback.ServeHTTP(w, r)
 		return
 	}
-	s.front.Load().handler.ServeHTTP(w, s.tracing.extract(r))
+	s.front.Load().handler.ServeHTTP(w, r) // 426
 }
 
 func isUpgrade(r *http.Request) bool {
@@ -421,6 +474,9 @@ func (s *Server) rebuild(cfg *config.Config) error {
 	s.cfg, s.backends = cfg, backends
 	l := cfg.Limits
 	s.limiter.SetLimits(l.MaxConnections, l.MaxConnectionsPerIP)
+	s.conns.limiter.SetLimits(l.MaxConnections, l.MaxConnectionsPerIP)
+	trusted := cfg.TrustedProxyPrefixes()
+	s.trusted.Store(&trusted)
 	s.mu.Unlock()
 	old := s.front.Swap(g)
 
@@ -561,6 +617,8 @@ func (s *Server) gatewayOptions(cfg *config.Config, services []bridge.Service) h
 		ForwardClientAddress: cfg.Metadata.ForwardClientAddressEnabled(),
 		MaxMessageSize:       int(cfg.Limits.MaxMessageSize),
 		MaxStreamDuration:    cfg.Limits.MaxStreamDuration,
+		ReadTimeout:          cfg.Limits.ReadTimeout,
+		WriteTimeout:         cfg.Limits.WriteTimeout,
 		Limiter:              s.limiter,
 		Observer:             s.metrics,
 		Logger:               s.log,
