@@ -37,7 +37,7 @@ func chatNames(t *testing.T, services []protoreflect.ServiceDescriptor) []string
 	t.Helper()
 	var svcs []bridge.Service
 	for _, d := range services {
-		svcs = append(svcs, bridge.Service{Desc: d, Conn: nopConn{}})
+		svcs = append(svcs, bridge.Service{Desc: d, Conn: testbackend.NopConn{}})
 	}
 	h, err := bridge.NewHandler(svcs)
 	if err != nil {

@@ -162,7 +162,7 @@ func (r result) code() int32 {
 	return r.end.GetStatus().GetCode()
 }
 
-func mustMarshal(t *testing.T, m proto.Message) []byte {
+func mustMarshal(t testing.TB, m proto.Message) []byte {
 	t.Helper()
 	b, err := proto.Marshal(m)
 	if err != nil {
@@ -198,15 +198,4 @@ func readBody(t *testing.T, res *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-// nopConn is a backend connection for tests that never reach a backend.
-type nopConn struct{}
-
-func (nopConn) Invoke(context.Context, string, any, any, ...grpc.CallOption) error {
-	return errors.New("nopConn")
-}
-
-func (nopConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
-	return nil, errors.New("nopConn")
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
+	"github.com/grpcws/grpcws/internal/connlimit"
+	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
 // readMessage reads frames until the first data frame.
@@ -126,8 +128,8 @@ func TestShutdown(t *testing.T) {
 
 func TestConnLimits(t *testing.T) {
 	t.Parallel()
-	limiter := bridge.NewConnLimiter(3, 2)
-	f := newFixture(t, bridge.WithConnLimiter(limiter))
+	limiter := connlimit.New(3, 2)
+	f := newFixture(t, bridge.WithLimiter(limiter))
 	ctx := testContext(t)
 	open := func(src string) *websocket.Conn {
 		c := dialFrom(t, ctx, f.url, src, nil, bidiRoute)
@@ -162,35 +164,6 @@ func TestConnLimits(t *testing.T) {
 	}
 	waitFor(t, func() bool { return limiter.Open() == 2 })
 	open("127.0.0.2")
-}
-
-// Acquire, as servers beside the bridge use it: which limit refuses, and a
-// release that gives its place back once however often it is called.
-func TestConnLimiterAcquire(t *testing.T) {
-	t.Parallel()
-	l := bridge.NewConnLimiter(2, 1)
-	a, b, c := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")
-	releaseA, err := l.Acquire(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.Acquire(a); !errors.Is(err, bridge.ErrTooManyFromAddress) {
-		t.Errorf("second from one address: %v; want ErrTooManyFromAddress", err)
-	}
-	if _, err := l.Acquire(b); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.Acquire(c); !errors.Is(err, bridge.ErrTooManyConnections) {
-		t.Errorf("third in all: %v; want ErrTooManyConnections", err)
-	}
-	releaseA()
-	releaseA()
-	if n := l.Open(); n != 1 {
-		t.Errorf("Open() = %d after releasing one of two twice; want 1", n)
-	}
-	if _, err := l.Acquire(c); err != nil {
-		t.Errorf("after a release: %v", err)
-	}
 }
 
 func TestIdleTimeout(t *testing.T) {
@@ -288,7 +261,7 @@ func TestServiceOptions(t *testing.T) {
 		{"bad alias", bridge.Service{Aliases: map[string]string{"Echo": "a b"}}, `bridge: method /examples.echo.v1.EchoService/Echo: subprotocol "a b" is not an HTTP token`},
 	} {
 		tt.svc.Desc = echov1.File_examples_echo_v1_echo_proto.Services().Get(0)
-		tt.svc.Conn = nopConn{}
+		tt.svc.Conn = testbackend.NopConn{}
 		if _, err := bridge.NewHandler([]bridge.Service{tt.svc}); err == nil || err.Error() != tt.want {
 			t.Errorf("%s: NewHandler error %v; want %q", tt.name, err, tt.want)
 		}
@@ -346,12 +319,23 @@ func TestForwardedMetadata(t *testing.T) {
 		t.Errorf("x-forwarded-for = %s; want [127.0.0.6]", got)
 	}
 
-	// A key off the allowlist is refused.
+	// A key off the allowlist is not forwarded; the call goes on, as on
+	// every protocol.
 	h = http.Header{}
 	h.Set("Grpc-Metadata-X-Echo-Other", "no")
-	c = f.dial(t, ctx, "", h, echoRoute)
-	if r := readAll(t, ctx, c); r.close != 4003 || r.reason != `grpcws: metadata key "x-echo-other" is not allowed` {
-		t.Fatalf("close %d %q; want 4003 and the key", r.close, r.reason)
+	h.Set("Grpc-Metadata-X-Echo-Ok", "still")
+	c = f.dial(t, ctx, "", h, uploadRoute)
+	send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("x")})
+	sendText(t, ctx, c, `#{"endSend":{}}`)
+	if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
+		t.Fatalf("close %d %q; want 1000", r.close, r.reason)
+	}
+	call, err = f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Upload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, kept := call.MD.Get("x-echo-other"), call.MD.Get("x-echo-ok"); len(got) != 0 || fmt.Sprint(kept) != "[still]" {
+		t.Errorf("x-echo-other %v, x-echo-ok %v; want the first dropped and the second kept", got, kept)
 	}
 }
 

@@ -2,7 +2,9 @@ package bridge
 
 import (
 	"log/slog"
+	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -12,6 +14,7 @@ const (
 	DefaultPingInterval   = 30 * time.Second
 	DefaultPingTimeout    = 20 * time.Second
 	DefaultWriteTimeout   = 30 * time.Second
+	DefaultReadTimeout    = 30 * time.Second
 )
 
 // An Option configures a Handler.
@@ -31,29 +34,29 @@ type config struct {
 	pingInterval      time.Duration
 	pingTimeout       time.Duration
 	writeTimeout      time.Duration
-	metadataHeaders   map[string]bool // lower-case header names
-	metadataCookies   []string
-	metadataAllow     map[string]bool // nil: any key
+	readTimeout       time.Duration
+	metadata          metadataRules
 	trustedProxies    []netip.Prefix
-	forwardFor        bool
-	limiter           *ConnLimiter
+	limiter           Limiter // nil: no limits
 	observer          Observer
 	compression       bool
 	validation        bool
+	httpProtocols     bool
+	fallback          http.Handler // nil: 426
 	logger            *slog.Logger
 	accessLog         bool
 }
 
 func newConfig(opts []Option) *config {
 	c := &config{
-		maxMessageSize:  DefaultMaxMessageSize,
-		pingInterval:    DefaultPingInterval,
-		pingTimeout:     DefaultPingTimeout,
-		writeTimeout:    DefaultWriteTimeout,
-		metadataHeaders: map[string]bool{},
-		forwardFor:      true,
-		observer:        nopObserver{},
-		logger:          slog.Default(),
+		maxMessageSize: DefaultMaxMessageSize,
+		pingInterval:   DefaultPingInterval,
+		pingTimeout:    DefaultPingTimeout,
+		writeTimeout:   DefaultWriteTimeout,
+		readTimeout:    DefaultReadTimeout,
+		metadata:       metadataRules{headers: map[string]bool{}, forwardFor: true},
+		observer:       nopObserver{},
+		logger:         slog.Default(),
 	}
 	for _, o := range opts {
 		o.apply(c)
@@ -119,9 +122,9 @@ func WithPing(interval, timeout time.Duration) Option {
 	})
 }
 
-// WithWriteTimeout bounds the time one frame may take to reach a client. A
-// client that takes no data for this long is closed and its RPC cancelled,
-// rather than buffered for. It is a per-frame limit, not a limit on the
+// WithWriteTimeout bounds the time one frame, or one write of an HTTP
+// call's response, may take to reach a client. A client that takes no data
+// for this long is closed and its RPC cancelled, rather than buffered for. It is a per-frame limit, not a limit on the
 // stream's lifetime. Default DefaultWriteTimeout (30 s); zero or less keeps
 // the default.
 func WithWriteTimeout(d time.Duration) Option {
@@ -132,40 +135,45 @@ func WithWriteTimeout(d time.Duration) Option {
 	})
 }
 
-// WithMetadataHeaders names upgrade-request headers that are forwarded to the
-// backend as request metadata of the same (lower-case) name. Default: none.
-// Headers named Grpc-Metadata-<key> are always forwarded as <key>, since
-// browsers cannot set them. Forwarding Cookie or Authorization makes the
-// origin check essential: keep the default origin policy or a strict list.
+// WithMetadataHeaders names request headers that are forwarded to the
+// backend as request metadata of the same (lower-case) name, on every
+// protocol. Default: none. On a WebSocket, headers named
+// Grpc-Metadata-<key> are always forwarded as <key>, since browsers cannot
+// set them; an HTTP call's headers are its metadata. Forwarding Cookie or
+// Authorization makes the origin check essential: keep the default origin
+// policy or a strict list.
 func WithMetadataHeaders(names ...string) Option {
 	return optionFunc(func(c *config) {
 		for _, n := range names {
-			c.metadataHeaders[lower(n)] = true
+			c.metadata.headers[strings.ToLower(n)] = true
 		}
 	})
 }
 
-// WithMetadataCookies names cookies of the upgrade request that are
-// forwarded to the backend, as one "cookie" metadata entry that holds only
-// those cookies. Default: none. Forwarding cookies makes the origin check
-// essential: keep the default origin policy or a strict list.
+// WithMetadataCookies names cookies that are forwarded to the backend, as
+// one "cookie" metadata entry that holds only those cookies. Default: none.
+// Forwarding cookies makes the origin check essential: keep the default
+// origin policy or a strict list.
 func WithMetadataCookies(names ...string) Option {
-	return optionFunc(func(c *config) { c.metadataCookies = append(c.metadataCookies, names...) })
+	return optionFunc(func(c *config) { c.metadata.cookies = append(c.metadata.cookies, names...) })
 }
 
-// WithMetadataAllowlist limits the metadata keys a client may set itself,
-// through Grpc-Metadata-* headers and the query, to keys. A connection that
-// sets another key is refused with INVALID_ARGUMENT (4003). Metadata the
-// operator chose (WithMetadataHeaders, WithMetadataCookies, the bearer
-// token's authorization, trace context, x-forwarded-for) is not limited.
-// Default: any key that is not reserved.
+// WithMetadataAllowlist limits the metadata keys a client may set itself
+// to keys: on a WebSocket, through Grpc-Metadata-* headers, the query or
+// grpc-websockets' header block; on an HTTP call, through its headers.
+// Other keys are not forwarded, on every protocol: the call goes on
+// without them (and the Handler logs their names at Debug), since
+// proxies and browsers add headers of their own. Metadata the operator
+// chose (WithMetadataHeaders, WithMetadataCookies, the bearer token's or
+// an HTTP call's authorization, trace context, x-forwarded-for) is not
+// limited. Default: any key that is not reserved.
 func WithMetadataAllowlist(keys ...string) Option {
 	return optionFunc(func(c *config) {
-		if c.metadataAllow == nil {
-			c.metadataAllow = map[string]bool{}
+		if c.metadata.allow == nil {
+			c.metadata.allow = map[string]bool{}
 		}
 		for _, k := range keys {
-			c.metadataAllow[lower(k)] = true
+			c.metadata.allow[strings.ToLower(k)] = true
 		}
 	})
 }
@@ -184,16 +192,36 @@ func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 // address as x-forwarded-for metadata, appended, as a proxy does, to the
 // X-Forwarded-For of trusted proxies. Default true.
 func WithForwardClientAddress(enabled bool) Option {
-	return optionFunc(func(c *config) { c.forwardFor = enabled })
+	return optionFunc(func(c *config) { c.metadata.forwardFor = enabled })
 }
 
-// WithConnLimiter caps open connections with l, in total and per client
-// address. A connection over a limit is refused: the handshake completes and
-// closes with 1013 (try again later) and RESOURCE_EXHAUSTED; open
-// connections are not disturbed. One ConnLimiter may be shared by several
-// Handlers. Default: no limit.
-func WithConnLimiter(l *ConnLimiter) Option {
-	return optionFunc(func(c *config) { c.limiter = l })
+// WithHTTPProtocols makes the Handler serve gRPC-Web, Connect and gRPC
+// over HTTP too, for the same routes, with the same origins, limits,
+// metadata rules, observer and shutdown as its WebSockets, and CORS for the
+// allowed origins. Default off: such requests get 426, as every request
+// that is not a WebSocket upgrade.
+func WithHTTPProtocols(enabled bool) Option {
+	return optionFunc(func(c *config) { c.httpProtocols = enabled })
+}
+
+// WithFallback serves requests that are neither WebSocket upgrades nor,
+// with WithHTTPProtocols, gRPC-Web, Connect or gRPC calls, such as a page
+// that uses the bridge. Default: 426 Upgrade Required.
+func WithFallback(h http.Handler) Option {
+	return optionFunc(func(c *config) { c.fallback = h })
+}
+
+// WithReadTimeout bounds, for HTTP calls, the time one read of a request
+// body may wait while a message is incomplete. A client stream may pause as
+// long as it likes between whole messages, as a WebSocket may. A call
+// whose client sends nothing for this long ends with DEADLINE_EXCEEDED.
+// Default DefaultReadTimeout (30 s); zero or less keeps the default.
+func WithReadTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.readTimeout = d
+		}
+	})
 }
 
 // WithObserver reports connections, messages and outcomes to o, for

@@ -16,11 +16,7 @@ import (
 
 	grpcwsv1 "github.com/grpcws/grpcws/gen/grpcws/v1"
 	"github.com/grpcws/grpcws/internal/descset"
-)
-
-const (
-	jsonSuffix  = "+json"
-	tokenPrefix = "base64url.bearer.grpcws."
+	"github.com/grpcws/grpcws/internal/v1wire"
 )
 
 // A Service is a gRPC service the bridge exposes, and the connection to the
@@ -82,7 +78,15 @@ type routeTable struct {
 	byName   map[string]*route
 	byMethod map[string]*route // "/package.Service/Method"
 	routes   []Route
+	services []routedService
 	types    *dynamicpb.Types // for JSON: resolves Any and extensions
+}
+
+// A routedService is a service with at least one route, for the HTTP
+// gateway.
+type routedService struct {
+	desc   protoreflect.ServiceDescriptor
+	maxMsg int
 }
 
 func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
@@ -101,6 +105,7 @@ func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
 		}
 		seen[s.Desc.FullName()] = true
 		files = append(files, s.Desc.ParentFile())
+		t.services = append(t.services, routedService{desc: s.Desc, maxMsg: positiveOr(s.Limits.MaxMessageSize, cfg.maxMessageSize)})
 		methods := s.Desc.Methods()
 		for _, name := range s.Methods {
 			if methods.ByName(protoreflect.Name(name)) == nil {
@@ -146,7 +151,7 @@ func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
 				}
 			}
 			for _, name := range r.Names {
-				if err := checkRouteName(name); err != nil {
+				if err := v1wire.CheckRouteName(name); err != nil {
 					return nil, fmt.Errorf("bridge: method %s: %w", r.Method, err)
 				}
 				if other, ok := t.byName[name]; ok {
@@ -173,7 +178,7 @@ func (t *routeTable) lookup(offered string) (r *route, json bool) {
 	if r, ok := t.byName[offered]; ok {
 		return r, false
 	}
-	if name, ok := strings.CutSuffix(offered, jsonSuffix); ok {
+	if name, ok := strings.CutSuffix(offered, v1wire.JSONSuffix); ok {
 		if r, ok := t.byName[name]; ok {
 			return r, true
 		}
@@ -228,38 +233,6 @@ func subprotocolOption(m protoreflect.MethodDescriptor) (string, error) {
 		return "", fmt.Errorf("bridge: method %s: options: %w", m.FullName(), err)
 	}
 	return proto.GetExtension(&mo, grpcwsv1.E_Subprotocol).(string), nil
-}
-
-// checkRouteName reports whether name can be a route's subprotocol.
-func checkRouteName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("empty subprotocol name")
-	case !isToken(name):
-		return fmt.Errorf("subprotocol %q is not an HTTP token", name)
-	case strings.HasSuffix(name, jsonSuffix):
-		return fmt.Errorf("subprotocol %q ends in %q", name, jsonSuffix)
-	case strings.HasPrefix(name, tokenPrefix[:len("base64url.bearer.")]):
-		return fmt.Errorf("subprotocol %q starts with %q", name, "base64url.bearer.")
-	}
-	return nil
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110, section 5.6.2).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // positiveOr returns v if it is positive, else def.

@@ -27,7 +27,6 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/httpgw"
 	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
@@ -101,28 +100,14 @@ func newCompatSite(t *testing.T, origins ...string) *compatSite {
 	b := testbackend.Start(t)
 	services := []bridge.Service{{Desc: echov1.File_examples_echo_v1_echo_proto.Services().ByName("EchoService"), Conn: b.Conn}}
 	discard := slog.New(slog.DiscardHandler)
-	h, err := bridge.NewHandler(services, bridge.WithLogger(discard), bridge.WithOriginPatterns(origins...))
+	h, err := bridge.NewHandler(services, bridge.WithLogger(discard), bridge.WithOriginPatterns(origins...),
+		bridge.WithHTTPProtocols(true), bridge.WithFallback(compatPageHandler(js)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := httpgw.New(httpgw.Options{Services: services, Logger: discard, OriginPatterns: origins})
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := compatPageHandler(js)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case httpgw.Handles(r):
-			gw.ServeHTTP(w, r)
-		case strings.EqualFold(r.Header.Get("Upgrade"), "websocket"):
-			h.ServeHTTP(w, r)
-		default:
-			page.ServeHTTP(w, r)
-		}
-	}))
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		h.Close()
-		gw.Close()
 		srv.Close()
 	})
 	return &compatSite{backend: b, url: srv.URL}

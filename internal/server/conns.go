@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"github.com/grpcws/grpcws/bridge"
+	"github.com/grpcws/grpcws/internal/connlimit"
 	"github.com/grpcws/grpcws/internal/peer"
 )
 
 // A connTracker bounds the listener's connections while they carry no
-// request, which neither the bridge nor the gateway can see.
+// request, which the bridge cannot see.
 //
 //   - A connection that brings no request within limits.handshake_timeout
 //     of its accept is closed. net/http's ReadHeaderTimeout does that for
@@ -26,7 +27,7 @@ import (
 //     same limits as WebSockets and calls (limits.max_connections and
 //     max_connections_per_ip), whenever it has no stream open: from its
 //     preface on, and while idle. Over a limit, it is closed. Its streams
-//     hold places of their own (see the gateway). An HTTP/1 connection is
+//     hold places of their own (see the bridge). An HTTP/1 connection is
 //     counted through the request it carries, a WebSocket or a call, as
 //     before: so a client at its limit can still open a connection, and
 //     learn with 1013 or RESOURCE_EXHAUSTED that it may have no more.
@@ -34,7 +35,7 @@ import (
 // Connections from a trusted proxy are not counted: one carries the
 // requests of many clients, whose own addresses are counted per request.
 type connTracker struct {
-	limiter   *bridge.ConnLimiter
+	limiter   *connlimit.Limiter
 	handshake time.Duration
 	log       *slog.Logger
 	observer  bridge.Observer
@@ -56,7 +57,7 @@ type trackedConn struct {
 
 type connKey struct{}
 
-func newConnTracker(limiter *bridge.ConnLimiter, handshake time.Duration, log *slog.Logger, observer bridge.Observer, trusted func() []netip.Prefix) *connTracker {
+func newConnTracker(limiter *connlimit.Limiter, handshake time.Duration, log *slog.Logger, observer bridge.Observer, trusted func() []netip.Prefix) *connTracker {
 	return &connTracker{
 		limiter:   limiter,
 		handshake: handshake,

@@ -28,7 +28,7 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	"github.com/grpcws/grpcws/internal/config"
-	"github.com/grpcws/grpcws/internal/httpgw"
+	"github.com/grpcws/grpcws/internal/connlimit"
 	"github.com/grpcws/grpcws/internal/metrics"
 	"github.com/grpcws/grpcws/internal/peer"
 	"github.com/grpcws/grpcws/internal/tlsfiles"
@@ -61,7 +61,7 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics
-	limiter *bridge.ConnLimiter // WebSockets and HTTP calls in progress
+	limiter *connlimit.Limiter // WebSockets and HTTP calls in progress
 	conns   *connTracker        // connections without a request
 	trusted atomic.Pointer[[]netip.Prefix]
 	tracing *tracing // nil when off
@@ -90,8 +90,7 @@ type Server struct {
 // of descriptors. New connections go to the newest; older ones keep their
 // open streams until those end or the drain closes them.
 type generation struct {
-	handler  *bridge.Handler
-	gateway  *httpgw.Gateway // gRPC-Web, Connect and gRPC over HTTP, same routes
+	handler  *bridge.Handler // every protocol, WebSocket and HTTP
 	backends []*backend
 	problems []string // why it is not ready, e.g. a route to a missing service
 }
@@ -121,11 +120,11 @@ func New(opts Options) (*Server, error) {
 		log:         log,
 		reg:         reg,
 		metrics:     metrics.New(reg),
-		limiter:     bridge.NewConnLimiter(l.MaxConnections, l.MaxConnectionsPerIP),
+		limiter:     connlimit.New(l.MaxConnections, l.MaxConnectionsPerIP),
 		backends:    map[string]*backend{},
 		generations: map[*generation]struct{}{},
 	}
-	s.conns = newConnTracker(bridge.NewConnLimiter(l.MaxConnections, l.MaxConnectionsPerIP),
+	s.conns = newConnTracker(connlimit.New(l.MaxConnections, l.MaxConnectionsPerIP),
 		l.HandshakeTimeout, log, s.metrics, func() []netip.Prefix { return *s.trusted.Load() })
 	trusted := opts.Config.TrustedProxyPrefixes()
 	s.trusted.Store(&trusted)
@@ -289,7 +288,6 @@ func (s *Server) drain() error {
 	var wg sync.WaitGroup
 	for _, g := range gens {
 		wg.Go(func() { _ = g.handler.Shutdown(grace) })
-		wg.Go(func() { _ = g.gateway.Shutdown(grace) })
 	}
 	drained := make(chan struct{})
 	go func() {
@@ -317,23 +315,16 @@ func (s *Server) drain() error {
 	return err
 }
 
-// serveFront sends WebSocket upgrades to the newest generation's bridge,
-// gRPC-Web, Connect and gRPC requests (and their CORS preflights) to its
-// gateway, and other requests to servePlain.
+// serveFront sends every request to the newest generation's bridge, which
+// serves WebSockets and gRPC-Web, Connect and gRPC calls, and sends other
+// requests to servePlain.
 func (s *Server) serveFront(w http.ResponseWriter, r *http.Request) {
 	served(r)
-	switch {
-	case httpgw.Handles(r):
-		s.front.Load().gateway.ServeHTTP(w, s.tracing.extract(r))
-	case isUpgrade(r):
-		s.front.Load().handler.ServeHTTP(w, s.tracing.extract(r))
-	default:
-		s.servePlain(w, r)
-	}
+	s.front.Load().handler.ServeHTTP(w, s.tracing.extract(r))
 }
 
-// servePlain serves a request that is neither a call nor an upgrade: the
-// fallback's page, or the bridge's 426. It holds a place in the limits as a
+// servePlain serves a request that is neither a call nor an upgrade with
+// the fallback, such as the demo page. It holds a place in the limits as a
 // call does, and is bounded in time as one is: its body, which nothing
 // here reads, must arrive within the read timeout, and its response within
 // the write timeout.
@@ -358,11 +349,7 @@ func (s *Server) servePlain(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = rc.SetWriteDeadline(time.Now().Add(l.WriteTimeout))
 	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }() // the connection's next request
-	if s.opts.Fallback != nil {
-		s.opts.Fallback.ServeHTTP(w, r)
-		return
-	}
-	s.front.Load().handler.ServeHTTP(w, r) // 426
+	s.opts.Fallback.ServeHTTP(w, r)
 }
 
 func isUpgrade(r *http.Request) bool {
@@ -446,15 +433,7 @@ func (s *Server) rebuild(cfg *config.Config) error {
 		}
 		return err
 	}
-	gw, err := httpgw.New(s.gatewayOptions(cfg, services))
-	if err != nil {
-		h.Close()
-		for _, b := range fresh {
-			b.close()
-		}
-		return err
-	}
-	g := &generation{handler: h, gateway: gw, problems: problems}
+	g := &generation{handler: h, problems: problems}
 	for _, b := range backends {
 		g.backends = append(g.backends, b)
 	}
@@ -500,7 +479,6 @@ func (s *Server) retireGeneration(g *generation) {
 	defer s.retiring.Done()
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.handler.Shutdown(s.retire) })
-	wg.Go(func() { _ = g.gateway.Shutdown(s.retire) })
 	wg.Wait()
 	s.mu.Lock()
 	delete(s.generations, g)
@@ -579,13 +557,16 @@ func (s *Server) closeBackends() {
 	}
 }
 
+// handlerOptions is the one place where the configuration becomes the
+// bridge's options, for every protocol.
 func (s *Server) handlerOptions(cfg *config.Config) []bridge.Option {
 	l := cfg.Limits
 	opts := []bridge.Option{
 		bridge.WithLogger(s.log),
 		bridge.WithAccessLog(cfg.Log.AccessEnabled()),
 		bridge.WithObserver(s.metrics),
-		bridge.WithConnLimiter(s.limiter),
+		bridge.WithLimiter(s.limiter),
+		bridge.WithHTTPProtocols(true),
 		bridge.WithOriginPatterns(cfg.Origins...),
 		bridge.WithMetadataHeaders(cfg.Metadata.Headers...),
 		bridge.WithMetadataCookies(cfg.Metadata.Cookies...),
@@ -596,34 +577,16 @@ func (s *Server) handlerOptions(cfg *config.Config) []bridge.Option {
 		bridge.WithMaxStreamDuration(l.MaxStreamDuration),
 		bridge.WithPing(l.PingInterval, l.PingTimeout),
 		bridge.WithWriteTimeout(l.WriteTimeout),
+		bridge.WithReadTimeout(l.ReadTimeout),
 		bridge.WithValidation(s.opts.Validation),
+	}
+	if s.opts.Fallback != nil {
+		opts = append(opts, bridge.WithFallback(http.HandlerFunc(s.servePlain)))
 	}
 	if len(cfg.Metadata.Allow) > 0 {
 		opts = append(opts, bridge.WithMetadataAllowlist(cfg.Metadata.Allow...))
 	}
 	return opts
-}
-
-// gatewayOptions configures a generation's HTTP gateway like its bridge:
-// the same routes, origins, metadata rules, limits, observer and log.
-func (s *Server) gatewayOptions(cfg *config.Config, services []bridge.Service) httpgw.Options {
-	return httpgw.Options{
-		Services:             services,
-		OriginPatterns:       cfg.Origins,
-		MetadataHeaders:      cfg.Metadata.Headers,
-		MetadataCookies:      cfg.Metadata.Cookies,
-		MetadataAllow:        cfg.Metadata.Allow,
-		TrustedProxies:       cfg.TrustedProxyPrefixes(),
-		ForwardClientAddress: cfg.Metadata.ForwardClientAddressEnabled(),
-		MaxMessageSize:       int(cfg.Limits.MaxMessageSize),
-		MaxStreamDuration:    cfg.Limits.MaxStreamDuration,
-		ReadTimeout:          cfg.Limits.ReadTimeout,
-		WriteTimeout:         cfg.Limits.WriteTimeout,
-		Limiter:              s.limiter,
-		Observer:             s.metrics,
-		Logger:               s.log,
-		AccessLog:            cfg.Log.AccessEnabled(),
-	}
 }
 
 // routeServices turns the routes of cfg into the bridge's services, from

@@ -7,6 +7,7 @@ package testbackend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -172,4 +173,18 @@ func (b *Backend) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerI
 	err := handler(srv, ss)
 	b.end(ctx, c, err)
 	return err
+}
+
+// NopConn is a backend connection for tests that never reach a backend:
+// every call fails.
+type NopConn struct{}
+
+// Invoke fails.
+func (NopConn) Invoke(context.Context, string, any, any, ...grpc.CallOption) error {
+	return errors.New("testbackend: NopConn")
+}
+
+// NewStream fails.
+func (NopConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+	return nil, errors.New("testbackend: NopConn")
 }

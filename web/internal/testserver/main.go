@@ -50,7 +50,6 @@ import (
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/demo"
-	"github.com/grpcws/grpcws/internal/httpgw"
 	"github.com/grpcws/grpcws/web"
 )
 
@@ -170,7 +169,9 @@ func run() error {
 		}
 		return bridge.NewHandler(services, append([]bridge.Option{bridge.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	}
-	full, err := newBridge([]protoreflect.ServiceDescriptor{echo, chat}, bridge.WithOriginPatterns(origins...))
+	page := web.Handler()
+	full, err := newBridge([]protoreflect.ServiceDescriptor{echo, chat}, bridge.WithOriginPatterns(origins...),
+		bridge.WithHTTPProtocols(true), bridge.WithFallback(page))
 	if err != nil {
 		return err
 	}
@@ -178,7 +179,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	limited, err := newBridge([]protoreflect.ServiceDescriptor{echo}, bridge.WithConnLimiter(bridge.NewConnLimiter(1, 0)))
+	limited, err := newBridge([]protoreflect.ServiceDescriptor{echo}, bridge.WithConnLimits(1, 0))
 	if err != nil {
 		return err
 	}
@@ -187,29 +188,8 @@ func run() error {
 		return err
 	}
 	handlers := []*bridge.Handler{full, echoOnly, limited, doomed}
-	gateway, err := httpgw.New(httpgw.Options{
-		Services:       []bridge.Service{{Desc: echo, Conn: cc}, {Desc: chat, Conn: cc}},
-		OriginPatterns: origins,
-		Logger:         slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		return err
-	}
-	defer gateway.Close()
-
-	page := web.Handler()
 	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if httpgw.Handles(r) {
-			gateway.ServeHTTP(w, r)
-			return
-		}
-		if r.Header.Get("Upgrade") == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-			page.ServeHTTP(w, r)
-			return
-		}
-		full.ServeHTTP(w, r)
-	})
+	mux.Handle("/", full)
 	mux.Handle("/echo-only/", echoOnly)
 	mux.Handle("/limited/", limited)
 	mux.Handle("/doomed/", doomed)

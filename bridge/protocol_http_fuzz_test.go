@@ -1,13 +1,12 @@
-package httpgw_test
+package bridge_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/bridge"
 	"google.golang.org/grpc/codes"
-
-	"github.com/grpcws/grpcws/internal/httpgw"
 )
 
 // FuzzGatewayRequest feeds request bodies, in every protocol and codec of
@@ -26,7 +25,7 @@ func FuzzGatewayRequest(f *testing.F) {
 	f.Add(uint8(5), false, []byte(`{"message":`))
 	f.Add(uint8(6), true, lpm(1, []byte{0x1f, 0x8b, 8, 0}))
 	f.Add(uint8(7), false, lpm(0x80, nil))
-	fx := newFixture(f, httpgw.Options{MaxMessageSize: 64 << 10})
+	fx := newHTTPFixture(f, bridge.WithMaxMessageSize(64<<10))
 	h2 := h2c()
 	type kind struct {
 		path, ct string

@@ -16,7 +16,7 @@ func FuzzHeaderBlock(f *testing.F) {
 	f.Add([]byte("host: x\r\nx: \x00\r\n"))
 	cfg := newConfig(nil)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		md, _, err := parseHeaderBlock(b, cfg)
+		md, _, err := parseHeaderBlock(b, &cfg.metadata)
 		if err != nil {
 			return
 		}
@@ -48,7 +48,7 @@ func FuzzGRPCWebsocketFrames(f *testing.F) {
 	f.Add([]byte{1, 0, 0, 0, 1, 9}, uint8(1))
 	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff}, uint8(3))
 	f.Fuzz(func(t *testing.T, stream []byte, cut uint8) {
-		s := &gwsSession{session: &session{route: &route{maxMsg: 64}}}
+		s := &gwsFraming{route: &route{maxMsg: 64}}
 		step := int(cut)%16 + 1
 		total := 0
 		for i := 0; i < len(stream); i += step {

@@ -1,4 +1,4 @@
-package httpgw_test
+package bridge_test
 
 import (
 	"bytes"
@@ -26,37 +26,36 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/httpgw"
+	"github.com/grpcws/grpcws/internal/connlimit"
 	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
 var echoDesc = echov1.File_examples_echo_v1_echo_proto.Services().ByName("EchoService")
 
-type fixture struct {
+// httpFixture is a backend and a Handler that serves the HTTP protocols in
+// front of it, on 127.0.0.1 over HTTP/1.1 and HTTP/2 without TLS.
+type httpFixture struct {
 	backend *testbackend.Backend
-	gw      *httpgw.Gateway
+	handler *bridge.Handler
 	url     string
 	client  *http.Client // HTTP/1.1, and HTTP/2 without TLS
 }
 
-func newFixture(t testing.TB, opts httpgw.Options) *fixture {
+// newHTTPFixture serves the EchoService with opts and the HTTP protocols.
+func newHTTPFixture(t testing.TB, opts ...bridge.Option) *httpFixture {
 	t.Helper()
 	b := testbackend.Start(t)
-	if opts.Services == nil {
-		opts.Services = []bridge.Service{{Desc: echoDesc, Conn: b.Conn}}
-	}
-	opts.Logger = slog.New(slog.DiscardHandler)
-	gw, err := httpgw.New(opts)
+	return newHTTPFixtureFor(t, b, []bridge.Service{{Desc: echoDesc, Conn: b.Conn}}, opts...)
+}
+
+func newHTTPFixtureFor(t testing.TB, b *testbackend.Backend, services []bridge.Service, opts ...bridge.Option) *httpFixture {
+	t.Helper()
+	opts = append([]bridge.Option{bridge.WithLogger(slog.New(slog.DiscardHandler)), bridge.WithHTTPProtocols(true)}, opts...)
+	h, err := bridge.NewHandler(services, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !httpgw.Handles(r) {
-			http.NotFound(w, r)
-			return
-		}
-		gw.ServeHTTP(w, r)
-	}))
+	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)
@@ -65,16 +64,16 @@ func newFixture(t testing.TB, opts httpgw.Options) *fixture {
 	tr.Protocols.SetHTTP1(true)
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	t.Cleanup(func() {
-		gw.Close()
+		h.Close()
 		srv.Close()
 		tr.CloseIdleConnections()
 	})
-	return &fixture{backend: b, gw: gw, url: srv.URL, client: &http.Client{Transport: tr}}
+	return &httpFixture{backend: b, handler: h, url: srv.URL, client: &http.Client{Transport: tr}}
 }
 
 // openTicker starts an endless gRPC-Web Ticker call and waits for its
 // first message. The stream is closed when the test ends, if not before.
-func (f *fixture) openTicker(t *testing.T, ctx context.Context) *connect.ServerStreamForClient[echov1.TickerResponse] {
+func (f *httpFixture) openTicker(t *testing.T, ctx context.Context) *connect.ServerStreamForClient[echov1.TickerResponse] {
 	t.Helper()
 	ticker := connect.NewClient[echov1.TickerRequest, echov1.TickerResponse](f.client, f.url+"/examples.echo.v1.EchoService/Ticker", connect.WithGRPCWeb())
 	stream, err := ticker.CallServerStream(ctx, connect.NewRequest(&echov1.TickerRequest{Interval: durationpb.New(10 * time.Millisecond)}))
@@ -88,12 +87,6 @@ func (f *fixture) openTicker(t *testing.T, ctx context.Context) *connect.ServerS
 	return stream
 }
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // h2c is an HTTP client that speaks HTTP/2 without TLS, as gRPC needs.
 func h2c() *http.Client {
 	tr := &http.Transport{Protocols: new(http.Protocols)}
@@ -103,9 +96,9 @@ func h2c() *http.Client {
 
 // Unary and server-streaming calls in each protocol, with metadata, through
 // connect-go's client.
-func TestProtocols(t *testing.T) {
+func TestHTTPProtocols(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, httpgw.Options{})
+	f := newHTTPFixture(t)
 	ctx := testContext(t)
 	for _, tc := range []struct {
 		name   string
@@ -162,7 +155,7 @@ func TestProtocols(t *testing.T) {
 // gRPC clients reach every RPC kind over HTTP/2 without TLS.
 func TestGRPCClient(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, httpgw.Options{})
+	f := newHTTPFixture(t)
 	ctx := testContext(t)
 	cc, err := grpc.NewClient(strings.TrimPrefix(f.url, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -227,16 +220,16 @@ func TestGRPCClient(t *testing.T) {
 // before the backend; preflights from allowed origins are answered.
 func TestRoutesAndOrigins(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, httpgw.Options{OriginPatterns: []string{"*.allowed.example"}})
+	f := newHTTPFixture(t, bridge.WithOriginPatterns("*.allowed.example"))
 	ctx := testContext(t)
-	only := newFixture(t, httpgw.Options{})
-	only.gw.Close()
-	limited := func() *fixture {
+	only := newHTTPFixture(t)
+	only.handler.Close()
+	limited := func() *httpFixture {
 		b := testbackend.Start(t)
-		return newFixture(t, httpgw.Options{Services: []bridge.Service{{Desc: echoDesc, Conn: b.Conn, Methods: []string{"Echo"}}}})
+		return newHTTPFixtureFor(t, b, []bridge.Service{{Desc: echoDesc, Conn: b.Conn, Methods: []string{"Echo"}}})
 	}()
 
-	call := func(f *fixture, path string, header http.Header) error {
+	call := func(f *httpFixture, path string, header http.Header) error {
 		c := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](f.client, f.url+path, connect.WithGRPCWeb())
 		req := connect.NewRequest(&echov1.EchoRequest{Message: "x"})
 		for k, v := range header {
@@ -247,7 +240,7 @@ func TestRoutesAndOrigins(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		f      *fixture
+		f      *httpFixture
 		path   string
 		header http.Header
 		code   connect.Code
@@ -312,27 +305,11 @@ func TestRoutesAndOrigins(t *testing.T) {
 	}
 }
 
-func mustMarshal(t testing.TB, m proto.Message) []byte {
-	t.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func lpm(flags byte, b []byte) []byte {
-	out := make([]byte, 5, 5+len(b))
-	out[0] = flags
-	binary.BigEndian.PutUint32(out[1:], uint32(len(b)))
-	return append(out, b...)
-}
-
 // grpc-web-text, the default mode of Google's grpc-web client: base64 both
 // ways.
 func TestGRPCWebText(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, httpgw.Options{})
+	f := newHTTPFixture(t)
 	ctx := testContext(t)
 	body := base64.StdEncoding.EncodeToString(lpm(0, mustMarshal(t, &echov1.TickerRequest{Message: "m", Count: 2})))
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.url+"/examples.echo.v1.EchoService/Ticker", strings.NewReader(body))
@@ -378,14 +355,14 @@ func TestGRPCWebText(t *testing.T) {
 
 // Close ends a stream under way with UNAVAILABLE and cancels it at the
 // backend; Shutdown waits for calls to end.
-func TestClose(t *testing.T) {
+func TestHTTPClose(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, httpgw.Options{})
+	f := newHTTPFixture(t)
 	ctx := testContext(t)
 	stream := f.openTicker(t, ctx)
 	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if err := f.gw.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := f.handler.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown with an endless stream: %v; want the deadline", err)
 	}
 	for stream.Receive() {
@@ -405,10 +382,10 @@ func TestClose(t *testing.T) {
 // A call holds a place in the limiter while it runs: one over the limit is
 // refused, in each protocol's words, before the backend; the place comes
 // back when the call ends.
-func TestLimiter(t *testing.T) {
+func TestHTTPLimiter(t *testing.T) {
 	t.Parallel()
-	limiter := bridge.NewConnLimiter(0, 1)
-	f := newFixture(t, httpgw.Options{Limiter: limiter})
+	limiter := connlimit.New(0, 1)
+	f := newHTTPFixture(t, bridge.WithLimiter(limiter))
 	ctx := testContext(t)
 	held := f.openTicker(t, ctx)
 	if n := limiter.Open(); n != 1 {
@@ -454,17 +431,17 @@ func TestLimiter(t *testing.T) {
 
 // Request headers become metadata, less those of HTTP and the browser; the
 // operator chooses cookies and, with an allowlist, the keys.
-func TestMetadata(t *testing.T) {
+func TestHTTPMetadata(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	for _, tc := range []struct {
 		name string
-		opts httpgw.Options
+		opts []bridge.Option
 		want map[string][]string // nil: must be absent
 	}{
 		{
 			name: "defaults",
-			opts: httpgw.Options{ForwardClientAddress: true},
+			opts: nil,
 			want: map[string][]string{
 				"x-echo-from": {"a"}, "authorization": {"Bearer t"}, "x-forwarded-for": {"127.0.0.1"},
 				"cookie": nil, "origin": nil, "sec-fetch-mode": nil, "accept-language": nil, "x-grpc-web": nil,
@@ -472,17 +449,17 @@ func TestMetadata(t *testing.T) {
 		},
 		{
 			name: "cookies and headers chosen",
-			opts: httpgw.Options{MetadataCookies: []string{"session"}, MetadataHeaders: []string{"Accept-Language"}},
+			opts: []bridge.Option{bridge.WithMetadataCookies("session"), bridge.WithMetadataHeaders("Accept-Language"), bridge.WithForwardClientAddress(false)},
 			want: map[string][]string{"cookie": {"session=s"}, "accept-language": {"de"}, "x-forwarded-for": nil},
 		},
 		{
 			name: "allowlist",
-			opts: httpgw.Options{MetadataAllow: []string{"x-client-version"}},
+			opts: []bridge.Option{bridge.WithMetadataAllowlist("x-client-version")},
 			want: map[string][]string{"x-client-version": {"1"}, "authorization": {"Bearer t"}, "x-echo-from": nil},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, tc.opts)
+			f := newHTTPFixture(t, tc.opts...)
 			echo := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](f.client, f.url+"/examples.echo.v1.EchoService/Echo", connect.WithGRPCWeb())
 			req := connect.NewRequest(&echov1.EchoRequest{})
 			for k, v := range map[string]string{
@@ -504,35 +481,5 @@ func TestMetadata(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestHandles(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name   string
-		method string
-		url    string
-		header map[string]string
-		want   bool
-	}{
-		{"grpc-web", "POST", "/a.B/C", map[string]string{"Content-Type": "application/grpc-web+proto"}, true},
-		{"grpc-web-text", "POST", "/a.B/C", map[string]string{"Content-Type": "application/grpc-web-text"}, true},
-		{"grpc", "POST", "/a.B/C", map[string]string{"Content-Type": "application/grpc"}, true},
-		{"connect streaming", "POST", "/a.B/C", map[string]string{"Content-Type": "application/connect+proto"}, true},
-		{"connect unary", "POST", "/a.B/C", map[string]string{"Content-Type": "application/json", "Connect-Protocol-Version": "1"}, true},
-		{"connect get", "GET", "/a.B/C?connect=v1&encoding=proto&message=", nil, true},
-		{"preflight", "OPTIONS", "/a.B/C", map[string]string{"Access-Control-Request-Method": "POST"}, true},
-		{"json without connect", "POST", "/api/form", map[string]string{"Content-Type": "application/json"}, false},
-		{"page", "GET", "/", nil, false},
-		{"websocket", "GET", "/a.B/C", map[string]string{"Upgrade": "websocket", "Content-Type": "application/grpc"}, false},
-	} {
-		r := httptest.NewRequest(tc.method, tc.url, nil)
-		for k, v := range tc.header {
-			r.Header.Set(k, v)
-		}
-		if got := httpgw.Handles(r); got != tc.want {
-			t.Errorf("%s: Handles = %v; want %v", tc.name, got, tc.want)
-		}
 	}
 }

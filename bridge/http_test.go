@@ -1,4 +1,4 @@
-package httpgw_test
+package bridge_test
 
 import (
 	"bufio"
@@ -24,7 +24,7 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/httpgw"
+	"github.com/grpcws/grpcws/internal/connlimit"
 	"github.com/grpcws/grpcws/internal/h2test"
 )
 
@@ -197,7 +197,7 @@ func bomb(t *testing.T, size int) []byte {
 func TestBadRequests(t *testing.T) {
 	t.Parallel()
 	const limit = 64 << 10
-	f := newFixture(t, httpgw.Options{MaxMessageSize: limit})
+	f := newHTTPFixture(t, bridge.WithMaxMessageSize(limit))
 	ctx := testContext(t)
 	echo := mustMarshal(t, &echov1.EchoRequest{Message: "hi"})
 	big := mustMarshal(t, &echov1.EchoRequest{Payload: make([]byte, limit)})
@@ -283,7 +283,7 @@ func TestClientStreamBadMessage(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, httpgw.Options{MaxMessageSize: 1 << 20})
+			f := newHTTPFixture(t, bridge.WithMaxMessageSize(1<<20))
 			code, msg, _ := rawCall{tc.name, h2c(), uploadPath, tc.ct, tc.header, tc.body}.do(t, ctx, f.url)
 			if code != tc.code {
 				t.Errorf("%v %q; want %v", code, msg, tc.code)
@@ -321,7 +321,7 @@ func TestRequestBodyTimeout(t *testing.T) {
 
 	t.Run("a connect body that stops", func(t *testing.T) {
 		t.Parallel()
-		f := newFixture(t, httpgw.Options{ReadTimeout: timeout})
+		f := newHTTPFixture(t, bridge.WithReadTimeout(timeout))
 		nc, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
 		if err != nil {
 			t.Fatal(err)
@@ -378,7 +378,7 @@ func TestRequestBodyTimeout(t *testing.T) {
 	} {
 		t.Run("grpc bidi "+tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, httpgw.Options{ReadTimeout: timeout})
+			f := newHTTPFixture(t, bridge.WithReadTimeout(timeout))
 			ctx := testContext(t)
 			body := newSlowBody()
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url+bidiPath, body)
@@ -439,7 +439,7 @@ func TestUnreadServerStream(t *testing.T) {
 	}{{"http/1.1", false}, {"http/2", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, httpgw.Options{WriteTimeout: timeout})
+			f := newHTTPFixture(t, bridge.WithWriteTimeout(timeout))
 			ctx := testContext(t)
 			nc, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
 			if err != nil {
@@ -472,8 +472,8 @@ func TestUnreadServerStream(t *testing.T) {
 // come, and its connection closed.
 func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
 	t.Parallel()
-	limiter := bridge.NewConnLimiter(0, 1)
-	f := newFixture(t, httpgw.Options{Limiter: limiter, ReadTimeout: 10 * time.Second})
+	limiter := connlimit.New(0, 1)
+	f := newHTTPFixture(t, bridge.WithLimiter(limiter), bridge.WithReadTimeout(10*time.Second))
 	ctx := testContext(t)
 	f.openTicker(t, ctx)
 	nc, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
