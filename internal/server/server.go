@@ -62,7 +62,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics
 	limiter *connlimit.Limiter // WebSockets and HTTP calls in progress
-	conns   *connTracker        // connections without a request
+	conns   *connTracker       // connections without a request
 	trusted atomic.Pointer[[]netip.Prefix]
 	tracing *tracing // nil when off
 
