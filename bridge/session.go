@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/grpcws/grpcws/internal/passthrough"
+	"github.com/grpcws/grpcws/internal/v1wire"
 )
 
 // A framing is how one protocol carries one RPC between the bridge and a
@@ -373,7 +374,7 @@ func (s *session) logEnd() {
 	switch {
 	case f != nil && f.status.Code() == codes.Canceled:
 		// the client went away: expected
-	case f != nil && f.code == websocket.StatusGoingAway:
+	case f != nil && f.code == v1wire.CloseGoingAway:
 		// shutdown or idle: expected
 	case f != nil:
 		level = slog.LevelWarn
@@ -399,7 +400,7 @@ func (s *session) logEnd() {
 func (s *session) startTimers(ctx context.Context) {
 	if d := s.route.idle; d > 0 {
 		s.idle = newIdleTimer(d, func() {
-			s.fail(&failure{status: status.Newf(codes.Unavailable, "grpcws: idle timeout: no message for %v", d), code: websocket.StatusGoingAway})
+			s.fail(&failure{status: status.Newf(codes.Unavailable, "grpcws: idle timeout: no message for %v", d), code: v1wire.CloseGoingAway})
 		})
 	}
 	if p, ok := s.f.(pinger); ok && s.h.cfg.pingInterval > 0 {

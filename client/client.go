@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/grpcws/grpcws/internal/grpcheader"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
@@ -23,6 +22,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
+
+	"github.com/grpcws/grpcws/internal/grpcheader"
+	"github.com/grpcws/grpcws/internal/v1wire"
 )
 
 // DefaultMaxMessageSize is the default limit on one message in each
@@ -51,13 +53,10 @@ var _ grpc.ClientConnInterface = (*Conn)(nil)
 // errConnClosed is the error of RPCs started or cut short by Close.
 var errConnClosed = status.Error(codes.Canceled, "grpcws: client connection closed")
 
-// Dial returns a Conn to the bridge at target, a "ws://host:port/path" or
+// New returns a Conn to the bridge at target, a "ws://host:port/path" or
 // "wss://host:port/path" URL. It validates target and does no I/O: each RPC
-// connects when it starts. ctx only bounds Dial itself.
-func Dial(ctx context.Context, target string, opts ...Option) (*Conn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+// connects when it starts, as grpc.NewClient's connections do.
+func New(target string, opts ...Option) (*Conn, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("client: target %q: %w", target, err)
@@ -79,6 +78,17 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Conn, error) {
 		maxMsg:     cfg.maxMsg,
 		streams:    map[*stream]struct{}{},
 	}, nil
+}
+
+// Dial is New, after a check of ctx, which bounds nothing else.
+//
+// Deprecated: Dial does no I/O; use New, as grpc-go's NewClient replaced
+// its Dial.
+func Dial(ctx context.Context, target string, opts ...Option) (*Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return New(target, opts...)
 }
 
 // Close cancels every open RPC (their RecvMsg and SendMsg return CANCELLED)
@@ -143,9 +153,9 @@ func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 // the handshake is done; the request metadata and the deadline of ctx go
 // with the handshake. See grpc.ClientConnInterface.
 func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	subprotocol, err := routeName(method)
+	subprotocol, err := v1wire.RouteName(method)
 	if err != nil {
-		return nil, err
+		return nil, status.Error(codes.Internal, err.Error())
 	}
 	s := &stream{
 		parent:      ctx,
@@ -183,7 +193,7 @@ func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 					// metadata.MD holds the raw bytes of -bin values.
 					v = base64.StdEncoding.EncodeToString([]byte(v))
 				}
-				header.Add("Grpc-Metadata-"+k, v)
+				header.Add(v1wire.MetadataHeaderPrefix+k, v)
 			}
 		}
 	}
@@ -241,15 +251,6 @@ func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 // minReadLimit is the least the WebSocket accepts in one frame, whatever the
 // message limit, so that headers and trailers fit.
 const minReadLimit = 1 << 20
-
-// routeName turns "/pkg.Service/Method" into "pkg.Service.Method".
-func routeName(method string) (string, error) {
-	name, ok := strings.CutPrefix(method, "/")
-	if !ok || strings.Count(name, "/") != 1 || strings.HasSuffix(name, "/") || strings.HasPrefix(name, "/") {
-		return "", status.Errorf(codes.Internal, "grpcws: malformed method name %q", method)
-	}
-	return strings.Replace(name, "/", ".", 1), nil
-}
 
 // stream is one RPC on its own WebSocket. One goroutine, read, owns
 // reading; SendMsg and CloseSend write; RecvMsg takes messages from read.
@@ -395,7 +396,7 @@ func (s *stream) CloseSend() error {
 	if !s.desc.ClientStreams {
 		return nil
 	}
-	_ = s.conn.Write(s.ctx, websocket.MessageText, []byte(`#{"endSend":{}}`))
+	_ = s.conn.Write(s.ctx, websocket.MessageText, v1wire.EndSend)
 	return nil
 }
 

@@ -55,7 +55,7 @@ func startBridge(t *testing.T, services []protoreflect.ServiceDescriptor, bridge
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
-	conn, err := client.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http")+"/", opts...)
+	conn, err := client.New("ws"+strings.TrimPrefix(srv.URL, "http")+"/", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestStatusDetails(t *testing.T) {
 	hs := httptest.NewServer(h)
 	defer hs.Close()
 	defer h.Shutdown(context.Background())
-	conn, err := client.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"))
+	conn, err := client.New("ws"+strings.TrimPrefix(hs.URL, "http"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +386,7 @@ func TestHandshakeFailures(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			conn, err := client.Dial(context.Background(), "ws"+strings.TrimPrefix(tt.url, "http"))
+			conn, err := client.New("ws"+strings.TrimPrefix(tt.url, "http"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -398,11 +398,22 @@ func TestHandshakeFailures(t *testing.T) {
 	}
 }
 
-func TestDialErrors(t *testing.T) {
+func TestNewErrors(t *testing.T) {
 	t.Parallel()
 	for _, target := range []string{"http://x/", "ws://", "::"} {
-		if _, err := client.Dial(context.Background(), target); err == nil {
-			t.Errorf("Dial(%q) succeeded; want an error", target)
+		if _, err := client.New(target); err == nil || !strings.HasPrefix(err.Error(), "client: ") {
+			t.Errorf("New(%q) = %v; want an error from client", target, err)
 		}
+	}
+	// Dial, deprecated, is New after a check of its context.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := client.Dial(ctx, "ws://x/"); err == nil {
+		t.Errorf("Dial with a done context succeeded")
+	}
+	if conn, err := client.Dial(context.Background(), "ws://x/"); err != nil {
+		t.Errorf("Dial: %v", err)
+	} else {
+		conn.Close()
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/grpcws/grpcws/internal/procstat"
+	"github.com/grpcws/grpcws/internal/v1wire"
 )
 
 const route = "grpc.testing.BenchmarkService.StreamingCall"
@@ -104,7 +105,7 @@ func (b *bridgedStream) roundTrip(ctx context.Context) error {
 }
 
 func (b *bridgedStream) close() {
-	_ = b.conn.Write(context.Background(), websocket.MessageText, []byte(`#{"endSend":{}}`))
+	_ = b.conn.Write(context.Background(), websocket.MessageText, v1wire.EndSend)
 	b.conn.CloseNow()
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/v1wire"
 	"google.golang.org/grpc/codes"
 )
 
@@ -214,36 +215,6 @@ func (s *soak) slot(ctx context.Context, i int, startAt, end time.Time) {
 	}
 }
 
-// statusOfClose is the status a client reads from a close without an end
-// frame (docs/protocol.md, section 5), and whether the close carries one.
-func statusOfClose(c int) (codes.Code, bool) {
-	switch {
-	case c == 1001:
-		return codes.Unavailable, true
-	case c == 1009, c == 1013:
-		return codes.ResourceExhausted, true
-	case c > 4000 && c <= 4016:
-		return codes.Code(c - 4000), true
-	}
-	return 0, false
-}
-
-// closeAgrees reports whether a close code goes with the end frame's status
-// code.
-func closeAgrees(code codes.Code, c int) bool {
-	switch {
-	case code == codes.OK:
-		return c == 1000
-	case c == 4000+int(code):
-		return true
-	case code == codes.Unavailable && c == 1001, // shutdown, idle timeout
-		code == codes.ResourceExhausted && c == 1009, // a backend message over the limit
-		code == codes.InvalidArgument && c == 1007:   // invalid UTF-8
-		return true
-	}
-	return false
-}
-
 func describe(r result) string {
 	if r.dialErr != nil {
 		return "dial: " + r.dialErr.Error()
@@ -293,7 +264,7 @@ func (s *soak) record(r result) bool {
 		}
 	case r.end != nil:
 		code := codes.Code(r.end.GetCode())
-		if !closeAgrees(code, int(r.close)) {
+		if !v1wire.CloseAgrees(code, r.close) {
 			t.mismatched++
 			if len(t.mismatchExamples) < maxExamples {
 				t.mismatchExamples = append(t.mismatchExamples, describe(r))
@@ -305,7 +276,7 @@ func (s *soak) record(r result) bool {
 		}
 		s.failed(r, code, r.end.GetMessage())
 	default:
-		code, has := statusOfClose(int(r.close))
+		code, has := v1wire.CloseStatus(r.close, "").Code(), v1wire.CloseCarriesStatus(r.close)
 		if !has {
 			t.noStatusN++
 			if len(t.noStatus) < maxExamples {

@@ -53,34 +53,6 @@ func TestSeqTracker(t *testing.T) {
 	}
 }
 
-func TestCloseCodes(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct {
-		close int
-		code  codes.Code
-		has   bool
-	}{
-		{1000, 0, false}, {1001, codes.Unavailable, true}, {1006, 0, false}, {1009, codes.ResourceExhausted, true},
-		{1013, codes.ResourceExhausted, true}, {4000, 0, false}, {4014, codes.Unavailable, true}, {4016, codes.Unauthenticated, true}, {4017, 0, false},
-	} {
-		if code, has := statusOfClose(tt.close); code != tt.code || has != tt.has {
-			t.Errorf("statusOfClose(%d) = %v, %v; want %v, %v", tt.close, code, has, tt.code, tt.has)
-		}
-	}
-	for _, tt := range []struct {
-		code  codes.Code
-		close int
-		want  bool
-	}{
-		{codes.OK, 1000, true}, {codes.OK, 4000, false}, {codes.Unavailable, 4014, true}, {codes.Unavailable, 1001, true},
-		{codes.Unavailable, 1000, false}, {codes.DeadlineExceeded, 1001, false}, {codes.ResourceExhausted, 1009, true},
-	} {
-		if got := closeAgrees(tt.code, tt.close); got != tt.want {
-			t.Errorf("closeAgrees(%v, %d) = %v; want %v", tt.code, tt.close, got, tt.want)
-		}
-	}
-}
-
 func TestRSSLimit(t *testing.T) {
 	t.Parallel()
 	const mib = 1 << 20

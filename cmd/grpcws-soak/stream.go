@@ -14,12 +14,12 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	grpcwsv1 "github.com/grpcws/grpcws/gen/grpcws/v1"
+	"github.com/grpcws/grpcws/internal/v1wire"
 )
 
 // kind is an RPC kind; each has its method of EchoService.
@@ -244,7 +244,7 @@ func (s *stream) write(ctx context.Context, read <-chan struct{}) {
 		s.res.sent++
 	}
 	if s.p.kind == clientStreaming || s.p.kind == bidi {
-		if err := s.conn.Write(ctx, websocket.MessageText, []byte(`#{"endSend":{}}`)); err != nil {
+		if err := s.conn.Write(ctx, websocket.MessageText, v1wire.EndSend); err != nil {
 			return
 		}
 	}
@@ -274,7 +274,7 @@ func (s *stream) drop() {
 	case dropFIN:
 		s.conn.CloseNow()
 	case dropClose:
-		_ = s.conn.Close(websocket.StatusNormalClosure, "soak: client leaves")
+		_ = s.conn.Close(v1wire.CloseNormal, "soak: client leaves")
 	}
 }
 
@@ -314,8 +314,6 @@ func (s *stream) request(seq int) []byte {
 	return b
 }
 
-var controlParse = protojson.UnmarshalOptions{DiscardUnknown: true}
-
 // read reads frames until the connection closes, checking each against
 // protocol v1 and the plan.
 func (s *stream) read(ctx context.Context) {
@@ -342,12 +340,8 @@ func (s *stream) read(ctx context.Context) {
 			s.message(b)
 			continue
 		}
-		if len(b) == 0 || b[0] != '#' {
-			s.protocol("a text frame that is not a control frame")
-			continue
-		}
-		var c grpcwsv1.ServerControl
-		if err := controlParse.Unmarshal(b[1:], &c); err != nil {
+		c, err := v1wire.ParseServerControl(b)
+		if err != nil {
 			s.protocol("a malformed control frame: %v", err)
 			continue
 		}

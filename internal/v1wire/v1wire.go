@@ -211,6 +211,20 @@ func codeName(c codes.Code) string {
 	return b.String()
 }
 
+// CloseCarriesStatus reports whether a close code stands for a status on
+// its own, without an end frame before it: 1001, 1009, 1013 and 4001 to
+// 4016. After 1000 or a dropped connection (1006), a client that saw no
+// end frame has no status from the bridge.
+func CloseCarriesStatus(code websocket.StatusCode) bool {
+	switch {
+	case code == CloseGoingAway, code == CloseTooBig, code == CloseTryAgainLater:
+		return true
+	case code > CloseStatusBase && code <= CloseStatusBase+16:
+		return true
+	}
+	return false
+}
+
 // CloseAgrees reports whether a close code may follow an end frame with
 // code: its own code, or 1001 for UNAVAILABLE (shutdown, idle), 1009 for
 // RESOURCE_EXHAUSTED (a backend message over the limit), 1007 for

@@ -34,6 +34,10 @@ type vectors struct {
 		Code  int `json:"code"`
 		Close int `json:"close"`
 	} `json:"closeCodes"`
+	CarriesStatus []struct {
+		Close   int  `json:"close"`
+		Carries bool `json:"carries"`
+	} `json:"carriesStatus"`
 	Agrees []struct {
 		Code   int  `json:"code"`
 		Close  int  `json:"close"`
@@ -104,6 +108,11 @@ func TestCloses(t *testing.T) {
 	for _, c := range v.Agrees {
 		if got := CloseAgrees(codes.Code(c.Code), websocket.StatusCode(c.Close)); got != c.Agrees {
 			t.Errorf("CloseAgrees(%v, %d) = %v; want %v", codes.Code(c.Code), c.Close, got, c.Agrees)
+		}
+	}
+	for _, c := range v.CarriesStatus {
+		if got := CloseCarriesStatus(websocket.StatusCode(c.Close)); got != c.Carries {
+			t.Errorf("CloseCarriesStatus(%d) = %v; want %v", c.Close, got, c.Carries)
 		}
 	}
 	// Every code's close code reads back as that code.
