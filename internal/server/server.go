@@ -352,10 +352,6 @@ func (s *Server) servePlain(w http.ResponseWriter, r *http.Request) {
 	s.opts.Fallback.ServeHTTP(w, r)
 }
 
-func isUpgrade(r *http.Request) bool {
-	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
-}
-
 // Reload reads the configuration again and applies it to new connections:
 // backends, routes, origins, metadata and limits. Open streams are not
 // touched. Listener addresses and TLS settings of the listener need a

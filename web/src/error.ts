@@ -1,31 +1,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
-import { Code, codeName, toCode } from "./code.js";
-
-/**
- * CloseCode names the WebSocket close codes the bridge sends besides
- * 4000 + a gRPC code. See docs/protocol.md, section 5.
- */
-export const CloseCode = {
-  /** The RPC ended with OK. */
-  Normal: 1000,
-  /** The bridge is shutting down, or the RPC was idle too long: reconnect. */
-  GoingAway: 1001,
-  /** The WebSocket protocol was broken. */
-  ProtocolError: 1002,
-  /** A frame of a type the endpoint cannot take. */
-  UnsupportedData: 1003,
-  /** The connection dropped without a close frame (never sent, only reported). */
-  Abnormal: 1006,
-  /** A text frame that is not valid UTF-8. */
-  InvalidPayload: 1007,
-  /** A message over the size limit. */
-  MessageTooBig: 1009,
-  /** A connection limit is reached: try again later, with backoff. */
-  TryAgainLater: 1013,
-  /** 4000 + a gRPC code: the RPC ended with that code. */
-  StatusBase: 4000,
-} as const;
+import { Code, codeName } from "./code.js";
+import { statusOfClose } from "./protocol.js";
 
 /**
  * StatusDetail is one detail of a gRPC status: the fields of a
@@ -149,49 +125,11 @@ function formatMessage(message: string, code: Code): string {
 }
 
 /**
- * errorFromClose maps a close without an end frame to an error, following
- * docs/protocol.md section 5: 4001 to 4016 are the gRPC codes plus 4000,
- * 1009 and 1013 are ResourceExhausted, 1000 (which the bridge never sends
- * without a status), 1002, 1003 and 1007 are Internal, and 1001, 1006 and
- * anything else are Unavailable.
+ * errorFromClose maps a close without an end frame to an error, as
+ * docs/protocol.md section 5 says (the table is statusOfClose, in
+ * protocol.ts).
  */
 export function errorFromClose(closeCode: number, reason: string): GrpcWsError {
-  let code: Code;
-  let fallback: string;
-  if (closeCode > CloseCode.StatusBase && closeCode <= CloseCode.StatusBase + 16) {
-    code = toCode(closeCode - CloseCode.StatusBase);
-    fallback = `the RPC ended with ${codeName(code)}`;
-  } else {
-    switch (closeCode) {
-      case CloseCode.Normal:
-        code = Code.Internal;
-        fallback = "grpcws: the connection closed without a status";
-        break;
-      case CloseCode.GoingAway:
-        code = Code.Unavailable;
-        fallback = "grpcws: the bridge went away";
-        break;
-      case CloseCode.MessageTooBig:
-        code = Code.ResourceExhausted;
-        fallback = "grpcws: message too big";
-        break;
-      case CloseCode.TryAgainLater:
-        code = Code.ResourceExhausted;
-        fallback = "grpcws: too many connections, try again later";
-        break;
-      case CloseCode.ProtocolError:
-      case CloseCode.UnsupportedData:
-      case CloseCode.InvalidPayload:
-        code = Code.Internal;
-        fallback = "grpcws: WebSocket protocol error";
-        break;
-      default:
-        code = Code.Unavailable;
-        fallback = "grpcws: the connection closed unexpectedly";
-    }
-  }
-  return new GrpcWsError(reason !== "" ? reason : `${fallback} (close code ${String(closeCode)})`, code, {
-    closeCode,
-    closeReason: reason,
-  });
+  const { code, message } = statusOfClose(closeCode, reason);
+  return new GrpcWsError(message, code, { closeCode, closeReason: reason });
 }

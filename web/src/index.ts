@@ -24,10 +24,10 @@ export type {
 } from "./client.js";
 export type { WebSocketConstructor, WebSocketLike } from "./call.js";
 export { Code, codeName } from "./code.js";
-export { CloseCode, GrpcWsError, errorFromClose } from "./error.js";
+export { GrpcWsError, errorFromClose } from "./error.js";
 export type { GrpcWsErrorInit, StatusDetail } from "./error.js";
 export { decodeBase64, encodeBase64 } from "./metadata.js";
 export type { MetadataInit, MetadataValue } from "./metadata.js";
 export { backoffDelay, isRetryable, withReconnect } from "./reconnect.js";
 export type { Attempt, ReconnectOptions } from "./reconnect.js";
-export { routeName } from "./protocol.js";
+export { CloseCode, routeName } from "./protocol.js";

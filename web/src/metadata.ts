@@ -53,12 +53,21 @@ function isIterable(v: object): v is Iterable<readonly [string, MetadataValue]> 
 
 /**
  * encodeTimeout writes a timeout in milliseconds in gRPC's grpc-timeout
- * format (at most 8 digits and a unit), rounding up so the deadline is
- * never earlier than asked.
+ * format, as the Go client does: at most 8 digits and the finest unit that
+ * fits, rounded up so the deadline is never earlier than asked.
  */
 export function encodeTimeout(ms: number): string {
   if (!(ms > 0)) {
     return "1n";
+  }
+  const max = 99_999_999;
+  const ns = Math.ceil(ms * 1e6 - 1e-6); // less the error of the product, for fractions
+  if (ns <= max) {
+    return `${String(ns)}n`;
+  }
+  const us = Math.ceil(ms * 1e3);
+  if (us <= max) {
+    return `${String(us)}u`;
   }
   const units: [number, string][] = [
     [1, "m"],
@@ -68,7 +77,7 @@ export function encodeTimeout(ms: number): string {
   ];
   for (const [size, unit] of units) {
     const n = Math.ceil(ms / size);
-    if (n <= 99_999_999) {
+    if (n <= max) {
       return `${String(n)}${unit}`;
     }
   }

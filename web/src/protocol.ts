@@ -1,10 +1,79 @@
 // Wire details of grpcws protocol v1 (docs/protocol.md): route names,
-// control frames, URLs.
+// control frames, close codes, URLs. The Go twin is internal/v1wire, and
+// both are tested against internal/v1wire/testdata/vectors.json.
 
 import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { ClientControlSchema, ServerControlSchema } from "./gen/grpcws/v1/control_pb.js";
 import type { End, Metadata } from "./gen/grpcws/v1/control_pb.js";
+import { Code, codeName, toCode } from "./code.js";
+
+/**
+ * CloseCode names the WebSocket close codes the bridge sends besides
+ * 4000 + a gRPC code. See docs/protocol.md, section 5.
+ */
+export const CloseCode = {
+  /** The RPC ended with OK. */
+  Normal: 1000,
+  /** The bridge is shutting down, or the RPC was idle too long: reconnect. */
+  GoingAway: 1001,
+  /** The WebSocket protocol was broken. */
+  ProtocolError: 1002,
+  /** A frame of a type the endpoint cannot take. */
+  UnsupportedData: 1003,
+  /** The connection dropped without a close frame (never sent, only reported). */
+  Abnormal: 1006,
+  /** A text frame that is not valid UTF-8. */
+  InvalidPayload: 1007,
+  /** A message over the size limit. */
+  MessageTooBig: 1009,
+  /** A connection limit is reached: try again later, with backoff. */
+  TryAgainLater: 1013,
+  /** 4000 + a gRPC code: the RPC ended with that code. */
+  StatusBase: 4000,
+} as const;
+
+/**
+ * statusOfClose maps a close without an end frame to a status: 4001 to
+ * 4016 are the gRPC codes plus 4000, 1009 and 1013 are ResourceExhausted,
+ * 1000 (which the bridge never sends without a status), 1002, 1003 and 1007
+ * are Internal, and 1001, 1006 and anything else are Unavailable. The
+ * reason is the message; without one, the message says what the code
+ * means.
+ */
+export function statusOfClose(closeCode: number, reason: string): { code: Code; message: string } {
+  let code: Code = Code.Unavailable;
+  let fallback = "the connection closed unexpectedly";
+  if (closeCode > CloseCode.StatusBase && closeCode <= CloseCode.StatusBase + 16) {
+    code = toCode(closeCode - CloseCode.StatusBase);
+    fallback = `the RPC ended with ${codeName(code)}`;
+  } else {
+    switch (closeCode) {
+      case CloseCode.Normal:
+        code = Code.Internal;
+        fallback = "the connection closed without a status";
+        break;
+      case CloseCode.GoingAway:
+        fallback = "the bridge went away";
+        break;
+      case CloseCode.MessageTooBig:
+        code = Code.ResourceExhausted;
+        fallback = "message too big";
+        break;
+      case CloseCode.TryAgainLater:
+        code = Code.ResourceExhausted;
+        fallback = "too many connections: try again later";
+        break;
+      case CloseCode.ProtocolError:
+      case CloseCode.UnsupportedData:
+      case CloseCode.InvalidPayload:
+        code = Code.Internal;
+        fallback = "WebSocket protocol error";
+        break;
+    }
+  }
+  return { code, message: reason !== "" ? reason : `grpcws: ${fallback} (close code ${String(closeCode)})` };
+}
 
 /** The first byte of a control frame. */
 export const controlPrefix = "#";

@@ -1,5 +1,6 @@
 import { Code } from "./code.js";
-import { CloseCode, GrpcWsError } from "./error.js";
+import { GrpcWsError } from "./error.js";
+import { CloseCode } from "./protocol.js";
 
 /**
  * isRetryable tells whether trying an RPC again may succeed: Unavailable

@@ -102,7 +102,7 @@ describe("the handshake", () => {
   it("offers the route and the token, puts metadata and the deadline in the query", () => {
     void client.echo({}, { metadata: { "x-call": "2" }, token: "tok", timeoutMs: 1500 }).catch(() => undefined);
     const s = socket();
-    assert.equal(s.url, "ws://bridge.example/api?x-app=1&x-call=2&grpc-timeout=1500m");
+    assert.equal(s.url, "ws://bridge.example/api?x-app=1&x-call=2&grpc-timeout=1500000u");
     assert.deepEqual(s.protocols, ["examples.echo.v1.EchoService.Echo", "base64url.bearer.grpcws.dG9r"]);
     assert.equal(s.binaryType, "arraybuffer");
     s.closed(1006);

@@ -2,8 +2,11 @@
 // URLs, backoff.
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
+import type { DescMethod } from "@bufbuild/protobuf";
+import type { Metadata } from "../src/gen/grpcws/v1/control_pb.js";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import { Code, CloseCode, GrpcWsError, backoffDelay, codeName, errorFromClose, isRetryable, withReconnect } from "../src/index.js";
 import { bearerSubprotocol, decodeBase64, encodeBase64, encodeTimeout, metadataEntries } from "../src/metadata.js";
@@ -11,36 +14,84 @@ import { endSendFrame, parseServerControl, routeName, webSocketURL } from "../sr
 import { EchoService } from "../src/gen/examples/echo/v1/echo_pb.js";
 import { ChatService } from "../src/gen/examples/chat/v1/chat_pb.js";
 
-describe("errorFromClose", () => {
-  const cases: { name: string; close: number; reason: string; code: Code; message: string }[] = [
-    { name: "4005 with a reason", close: 4005, reason: "nicht gefunden", code: Code.NotFound, message: "nicht gefunden" },
-    { name: "4001", close: 4001, reason: "", code: Code.Canceled, message: "the RPC ended with canceled (close code 4001)" },
-    { name: "4016", close: 4016, reason: "who", code: Code.Unauthenticated, message: "who" },
-    { name: "unknown route", close: 4012, reason: 'grpcws: no route named "x"', code: Code.Unimplemented, message: 'grpcws: no route named "x"' },
-    { name: "origin refused", close: 4007, reason: "grpcws: origin", code: Code.PermissionDenied, message: "grpcws: origin" },
-    { name: "1000 without an end frame", close: 1000, reason: "", code: Code.Internal, message: "grpcws: the connection closed without a status (close code 1000)" },
-    { name: "shutdown", close: 1001, reason: "", code: Code.Unavailable, message: "grpcws: the bridge went away (close code 1001)" },
-    { name: "protocol error", close: 1002, reason: "", code: Code.Internal, message: "grpcws: WebSocket protocol error (close code 1002)" },
-    { name: "unsupported data", close: 1003, reason: "", code: Code.Internal, message: "grpcws: WebSocket protocol error (close code 1003)" },
-    { name: "dropped", close: 1006, reason: "", code: Code.Unavailable, message: "grpcws: the connection closed unexpectedly (close code 1006)" },
-    { name: "bad UTF-8", close: 1007, reason: "", code: Code.Internal, message: "grpcws: WebSocket protocol error (close code 1007)" },
-    { name: "too big", close: 1009, reason: "", code: Code.ResourceExhausted, message: "grpcws: message too big (close code 1009)" },
-    { name: "over limit", close: 1013, reason: "grpcws: too many", code: Code.ResourceExhausted, message: "grpcws: too many" },
-    { name: "4000 is not a status", close: 4000, reason: "", code: Code.Unavailable, message: "grpcws: the connection closed unexpectedly (close code 4000)" },
-    { name: "4017 is not a status", close: 4017, reason: "", code: Code.Unavailable, message: "grpcws: the connection closed unexpectedly (close code 4017)" },
-    { name: "1011", close: 1011, reason: "oops", code: Code.Unavailable, message: "oops" },
-  ];
-  for (const c of cases) {
-    it(c.name, () => {
+// The vectors that the Go side (internal/v1wire) is tested against too.
+interface Vectors {
+  closes: { close: number; reason: string; code: number; message: string }[];
+  timeouts: { ms: number; encoded: string }[];
+  tokens: { token: string; entry: string }[];
+  routes: { method: string; name: string }[];
+  endSend: string;
+  serverFrames: {
+    frame: string;
+    kind: string;
+    code?: number;
+    message?: string;
+    details?: { typeUrl: string; value: string }[];
+    metadata?: Record<string, string[]>;
+  }[];
+}
+const vectors = JSON.parse(
+  readFileSync(new URL("../../../internal/v1wire/testdata/vectors.json", import.meta.url), "utf8"),
+) as Vectors;
+
+describe("the shared vectors", () => {
+  it("close codes without an end frame", () => {
+    assert.ok(vectors.closes.length > 10);
+    for (const c of vectors.closes) {
       const err = errorFromClose(c.close, c.reason);
-      assert.equal(err.code, c.code);
+      assert.equal(err.code as number, c.code, `close ${String(c.close)} ${c.reason}`);
       assert.equal(err.rawMessage, c.message);
       assert.equal(err.closeCode, c.close);
       assert.equal(err.closeReason, c.reason);
       assert.ok(err instanceof GrpcWsError && err instanceof Error);
       assert.equal(err.name, "GrpcWsError");
-    });
-  }
+    }
+  });
+
+  it("timeouts", () => {
+    for (const t of vectors.timeouts) {
+      assert.equal(encodeTimeout(t.ms), t.encoded, `${String(t.ms)} ms`);
+    }
+  });
+
+  it("bearer tokens", () => {
+    for (const t of vectors.tokens) {
+      assert.equal(bearerSubprotocol(t.token), t.entry);
+    }
+  });
+
+  it("route names", () => {
+    for (const r of vectors.routes) {
+      const [service = "", name = ""] = r.method.slice(1).split("/");
+      const method = { parent: { typeName: service }, name } as unknown as DescMethod;
+      assert.equal(routeName(method), r.name);
+    }
+  });
+
+  it("end of send", () => {
+    assert.equal(endSendFrame, vectors.endSend);
+  });
+
+  it("frames from the bridge", () => {
+    for (const v of vectors.serverFrames) {
+      const f = parseServerControl(v.frame.slice(1));
+      assert.equal(f.kind, v.kind, v.frame);
+      const entries = (m: Metadata | undefined) =>
+        Object.fromEntries(Object.entries(m?.entries ?? {}).map(([k, vs]) => [k, vs.values]));
+      if (f.kind === "headers") {
+        assert.deepEqual(entries(f.headers), v.metadata);
+      }
+      if (f.kind === "end") {
+        assert.equal(f.end.status?.code ?? 0, v.code);
+        assert.equal(f.end.status?.message ?? "", v.message);
+        assert.deepEqual(
+          (f.end.status?.details ?? []).map((d) => ({ typeUrl: d.typeUrl, value: encodeBase64(d.value) })),
+          v.details,
+        );
+        assert.deepEqual(entries(f.end.trailers), v.metadata);
+      }
+    }
+  });
 });
 
 describe("GrpcWsError", () => {
@@ -164,8 +215,8 @@ describe("metadata", () => {
   });
 
   it("timeouts in gRPC's format, rounded up, at most 8 digits", () => {
-    assert.equal(encodeTimeout(500), "500m");
-    assert.equal(encodeTimeout(0.2), "1m");
+    assert.equal(encodeTimeout(500), "500000u");
+    assert.equal(encodeTimeout(0.2), "200000n");
     assert.equal(encodeTimeout(99_999_999), "99999999m");
     assert.equal(encodeTimeout(100_000_000), "100000S");
     assert.equal(encodeTimeout(0), "1n");
