@@ -19,7 +19,7 @@ import (
 	"github.com/grpcws/grpcws/bridge"
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
@@ -122,7 +122,7 @@ func TestReflectV1Alpha(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	echov1.RegisterEchoServiceServer(s, &demo.EchoServer{})
+	echov1.RegisterEchoServiceServer(s, &demobackend.EchoServer{})
 	v1alphagrpc.RegisterServerReflectionServer(s, reflection.NewServer(reflection.ServerOptions{Services: s}))
 	go s.Serve(lis)
 	defer s.Stop()

@@ -16,7 +16,7 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 )
 
 // A bridge in front of a gRPC backend, called in the JSON encoding the way a
@@ -28,7 +28,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	backend := grpc.NewServer()
-	demo.Register(backend)
+	demobackend.Register(backend)
 	go backend.Serve(lis)
 	defer backend.Stop()
 

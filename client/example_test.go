@@ -17,7 +17,7 @@ import (
 	"github.com/grpcws/grpcws/bridge"
 	"github.com/grpcws/grpcws/client"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 )
 
 // A generated gRPC stub calling a backend through a bridge.
@@ -28,7 +28,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	backend := grpc.NewServer()
-	demo.Register(backend)
+	demobackend.Register(backend)
 	go backend.Serve(lis)
 	defer backend.Stop()
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

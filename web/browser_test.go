@@ -26,7 +26,7 @@ import (
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/testbackend"
-	"github.com/grpcws/grpcws/web"
+	"github.com/grpcws/grpcws/web/demo"
 )
 
 // site is what `grpcws --demo` serves: the page for plain GETs, the bridge
@@ -47,7 +47,7 @@ func newSite(t *testing.T, opts ...bridge.Option) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page := web.Handler()
+	page := demo.Handler()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			h.ServeHTTP(w, r)
@@ -412,7 +412,7 @@ func TestBrowserCancel(t *testing.T) {
 // the backend, unless the bridge allows that origin.
 func TestBrowserCrossOrigin(t *testing.T) {
 	t.Parallel()
-	other := httptest.NewServer(web.Handler()) // the same page, on another port: another origin
+	other := httptest.NewServer(demo.Handler()) // the same page, on another port: another origin
 	t.Cleanup(other.Close)
 	otherHost := strings.TrimPrefix(other.URL, "http://")
 	refusing := newSite(t)

@@ -13,34 +13,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/grpcws/grpcws/internal/proc"
 
 	"google.golang.org/grpc/benchmark"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	if len(os.Args) > 1 && os.Args[1] == "backend" {
-		err = runBackend(ctx, os.Args[2:], os.Stdout)
-	} else {
-		err = run(ctx, os.Args[1:], os.Stdout)
-	}
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "grpcws-bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { proc.Main("grpcws-bench", run, runBackend) }
 
 // runBackend serves grpc-go's benchmark service until ctx is done.
 func runBackend(ctx context.Context, args []string, stdout io.Writer) error {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 )
 
 // runBackend serves the soak's EchoService until ctx is done or the
@@ -30,7 +29,7 @@ func runBackend(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	s := grpc.NewServer()
-	echov1.RegisterEchoServiceServer(s, &soakEcho{})
+	echov1.RegisterEchoServiceServer(s, &demobackend.EchoServer{CheckChunk: checkSequence})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(lis) }()
 	fmt.Fprintf(stdout, "backend listening on %s\n", lis.Addr())
@@ -43,36 +42,16 @@ func runBackend(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 }
 
-// soakEcho is the demo EchoService with an Upload that checks the
-// sequence numbers the soak puts in its chunks, since its response only
-// counts them.
-type soakEcho struct {
-	demo.EchoServer
-}
-
-// Upload counts the chunks as the demo's does, and fails with DATA_LOSS at
-// the first chunk whose first 8 bytes are not the next sequence number
-// (1, 2, 3, ..., big-endian): a chunk lost, duplicated or reordered on the
-// way.
-func (*soakEcho) Upload(stream grpc.ClientStreamingServer[echov1.UploadRequest, echov1.UploadResponse]) error {
-	var res echov1.UploadResponse
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&res)
-		}
-		if err != nil {
-			return err
-		}
-		want := uint64(res.Messages + 1)
-		c := req.GetChunk()
-		if len(c) < 8 {
-			return status.Errorf(codes.DataLoss, "soak: upload chunk %d has no sequence number", want)
-		}
-		if got := binary.BigEndian.Uint64(c); got != want {
-			return status.Errorf(codes.DataLoss, "soak: upload chunk %d carries sequence number %d", want, got)
-		}
-		res.Messages++
-		res.Bytes += int64(len(c))
+// checkSequence checks the sequence numbers the soak puts in the chunks of
+// an upload, since the response only counts them: it fails with DATA_LOSS
+// at the first chunk whose first 8 bytes are not the next number (1, 2,
+// 3, ..., big-endian): a chunk lost, duplicated or reordered on the way.
+func checkSequence(n int64, chunk []byte) error {
+	if len(chunk) < 8 {
+		return status.Errorf(codes.DataLoss, "soak: upload chunk %d has no sequence number", n)
 	}
+	if got := binary.BigEndian.Uint64(chunk); got != uint64(n) {
+		return status.Errorf(codes.DataLoss, "soak: upload chunk %d carries sequence number %d", n, got)
+	}
+	return nil
 }

@@ -37,26 +37,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime/pprof"
-	"syscall"
 	"time"
+
+	"github.com/grpcws/grpcws/internal/proc"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	if len(os.Args) > 1 && os.Args[1] == "backend" {
-		err = runBackend(ctx, os.Args[2:], os.Stdout)
-	} else {
-		err = run(ctx, os.Args[1:], os.Stdout)
-	}
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "grpcws-soak:", err)
-		os.Exit(1)
-	}
-}
+func main() { proc.Main("grpcws-soak", run, runBackend) }
 
 // errChecksFailed is run's error when the soak ran to its end but a check
 // failed; the report says which.

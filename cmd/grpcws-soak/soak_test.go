@@ -18,6 +18,7 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
+	"github.com/grpcws/grpcws/internal/demobackend"
 )
 
 func testContext(t *testing.T) context.Context {
@@ -94,7 +95,7 @@ func startBridge(t *testing.T) string {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	echov1.RegisterEchoServiceServer(s, &soakEcho{})
+	echov1.RegisterEchoServiceServer(s, &demobackend.EchoServer{CheckChunk: checkSequence})
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -126,7 +127,7 @@ func TestUploadChecksSequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	echov1.RegisterEchoServiceServer(s, &soakEcho{})
+	echov1.RegisterEchoServiceServer(s, &demobackend.EchoServer{CheckChunk: checkSequence})
 	go s.Serve(lis)
 	defer s.Stop()
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

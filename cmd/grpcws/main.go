@@ -25,9 +25,9 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 	"github.com/grpcws/grpcws/internal/server"
-	"github.com/grpcws/grpcws/web"
+	"github.com/grpcws/grpcws/web/demo"
 )
 
 func main() {
@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 		if cfg, err = f.load(); err != nil {
 			return err
 		}
-		fallback = web.Handler()
+		fallback = demo.Handler()
 	}
 
 	srv, err := server.New(server.Options{
@@ -143,7 +143,7 @@ func startDemo() (addr string, stop func(), err error) {
 		return "", nil, fmt.Errorf("demo backend: %w", err)
 	}
 	s := grpc.NewServer()
-	demo.Register(s)
+	demobackend.Register(s)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

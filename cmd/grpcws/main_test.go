@@ -26,7 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
@@ -166,7 +166,7 @@ func echoOnly(t *testing.T) string {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	echov1.RegisterEchoServiceServer(s, &demo.EchoServer{})
+	echov1.RegisterEchoServiceServer(s, &demobackend.EchoServer{})
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
 	return lis.Addr().String()

@@ -6,10 +6,14 @@ package proc
 import (
 	"bufio"
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -143,5 +147,25 @@ func (p *Proc) Stop(timeout time.Duration) {
 	case <-p.exited:
 	case <-t.C:
 		p.Kill()
+	}
+}
+
+// Main is the main function of a program that runs its own backend as a
+// child process (the benchmark, the soak): "name backend ARGS" runs
+// backend, anything else run. Both get a context that SIGINT and SIGTERM
+// cancel. An error other than flag.ErrHelp is printed and exits with 1.
+func Main(name string, run, backend func(ctx context.Context, args []string, stdout io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "backend" {
+		err = backend(ctx, os.Args[2:], os.Stdout)
+	} else {
+		err = run(ctx, os.Args[1:], os.Stdout)
+	}
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		stop()
+		os.Exit(1)
 	}
 }

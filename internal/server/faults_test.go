@@ -23,7 +23,7 @@ import (
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	grpcwsv1 "github.com/grpcws/grpcws/gen/grpcws/v1"
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
@@ -95,7 +95,7 @@ func (b *faultBackend) start() {
 	}
 	s := grpc.NewServer(opts...)
 	if !b.stall {
-		echov1.RegisterEchoServiceServer(s, &demo.EchoServer{})
+		echov1.RegisterEchoServiceServer(s, &demobackend.EchoServer{})
 		reflection.Register(s)
 	}
 	done := make(chan struct{})

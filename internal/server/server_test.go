@@ -28,7 +28,7 @@ import (
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/config"
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 	"github.com/grpcws/grpcws/internal/testbackend"
 	"github.com/grpcws/grpcws/internal/testpki"
 )
@@ -89,9 +89,9 @@ func (b *backendServer) start() {
 		opts = append(opts, grpc.Creds(b.creds))
 	}
 	s := grpc.NewServer(opts...)
-	echov1.RegisterEchoServiceServer(s, &demo.EchoServer{})
+	echov1.RegisterEchoServiceServer(s, &demobackend.EchoServer{})
 	if b.chat {
-		chatv1.RegisterChatServiceServer(s, demo.NewChatServer())
+		chatv1.RegisterChatServiceServer(s, demobackend.NewChatServer())
 	}
 	reflection.Register(s)
 	done := make(chan struct{})

@@ -20,7 +20,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/grpcws/grpcws/internal/demo"
+	"github.com/grpcws/grpcws/internal/demobackend"
 )
 
 // A Call is what one backend handler saw.
@@ -44,6 +44,7 @@ type Backend struct {
 	Conn *grpc.ClientConn
 
 	server   *grpc.Server
+	served   chan struct{} // closed when Serve has returned
 	stopOnce sync.Once
 
 	mu     sync.Mutex
@@ -55,30 +56,44 @@ type Backend struct {
 // closes, when the test ends.
 func Start(t testing.TB, opts ...grpc.ServerOption) *Backend {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	b, err := New(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Backend{Addr: lis.Addr().String()}
+	t.Cleanup(b.Close)
+	return b
+}
+
+// New starts a Backend with the given server options, for programs that
+// are not tests; Close stops it.
+func New(opts ...grpc.ServerOption) (*Backend, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{Addr: lis.Addr().String(), served: make(chan struct{})}
 	opts = append(opts, grpc.ChainUnaryInterceptor(b.unary), grpc.ChainStreamInterceptor(b.stream))
 	b.server = grpc.NewServer(opts...)
-	demo.Register(b.server)
+	demobackend.Register(b.server)
 	testgrpc.RegisterTestServiceServer(b.server, interop.NewTestServer())
-	served := make(chan struct{})
 	go func() {
-		defer close(served)
+		defer close(b.served)
 		_ = b.server.Serve(lis)
 	}()
 	b.Conn, err = grpc.NewClient(b.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		b.Conn.Close()
 		b.Stop()
-		<-served
-	})
-	return b
+		<-b.served
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close closes Conn and stops the server, and waits for it.
+func (b *Backend) Close() {
+	b.Conn.Close()
+	b.Stop()
+	<-b.served
 }
 
 // Stop stops the server at once, breaking open streams. It is idempotent.

@@ -37,20 +37,16 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/grpcws/grpcws/bridge"
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/demo"
-	"github.com/grpcws/grpcws/web"
+	"github.com/grpcws/grpcws/internal/testbackend"
+	"github.com/grpcws/grpcws/web/demo"
 )
 
 func main() {
@@ -59,78 +55,39 @@ func main() {
 	}
 }
 
-// call is what the backend saw of one call.
-type call struct {
-	Method        string              `json:"method"`
-	Code          string              `json:"code"`   // the status the handler returned
-	CtxErr        string              `json:"ctxErr"` // the context's error when it returned
-	Done          bool                `json:"done"`
-	HasDeadline   bool                `json:"hasDeadline"`
-	Authorization string              `json:"authorization"`
-	Metadata      map[string][]string `json:"metadata"`
-}
-
-type recorder struct {
-	mu    sync.Mutex
-	calls map[string][]*call // by x-test-id
-}
-
-func (r *recorder) start(ctx context.Context, method string) *call {
-	md, _ := metadata.FromIncomingContext(ctx)
-	_, hasDeadline := ctx.Deadline()
-	c := &call{Method: method, Metadata: map[string][]string{}, HasDeadline: hasDeadline}
-	for k, v := range md {
-		if k == "authorization" {
-			c.Authorization = v[0]
-			continue
+// calls serves what the backend saw of the calls whose x-test-id metadata
+// is the query's id, as JSON.
+func calls(b *testbackend.Backend) http.HandlerFunc {
+	type call struct {
+		Method        string              `json:"method"`
+		Code          string              `json:"code"`   // the status the handler returned
+		CtxErr        string              `json:"ctxErr"` // the context's error when it returned
+		Done          bool                `json:"done"`
+		HasDeadline   bool                `json:"hasDeadline"`
+		Authorization string              `json:"authorization"`
+		Metadata      map[string][]string `json:"metadata"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		out := []call{}
+		for _, c := range b.Calls() {
+			if v := c.MD.Get("x-test-id"); len(v) == 0 || v[0] != id {
+				continue
+			}
+			md := c.MD.Copy()
+			j := call{Method: c.Method, Code: status.Code(c.Err).String(), Done: c.Done, HasDeadline: c.HasDeadline, Metadata: md}
+			if v := md.Get("authorization"); len(v) > 0 {
+				j.Authorization = v[0]
+				delete(md, "authorization")
+			}
+			if c.CtxErr != nil {
+				j.CtxErr = c.CtxErr.Error()
+			}
+			out = append(out, j)
 		}
-		c.Metadata[k] = v
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
 	}
-	id := ""
-	if v := md.Get("x-test-id"); len(v) > 0 {
-		id = v[0]
-	}
-	r.mu.Lock()
-	r.calls[id] = append(r.calls[id], c)
-	r.mu.Unlock()
-	return c
-}
-
-func (r *recorder) end(ctx context.Context, c *call, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c.Code = status.Code(err).String()
-	if e := ctx.Err(); e != nil {
-		c.CtxErr = e.Error()
-	}
-	c.Done = true
-}
-
-func (r *recorder) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	c := r.start(ctx, info.FullMethod)
-	res, err := h(ctx, req)
-	r.end(ctx, c, err)
-	return res, err
-}
-
-func (r *recorder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	c := r.start(ss.Context(), info.FullMethod)
-	err := h(srv, ss)
-	r.end(ss.Context(), c, err)
-	return err
-}
-
-func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	r.mu.Lock()
-	calls := r.calls[req.URL.Query().Get("id")]
-	b, err := json.Marshal(calls)
-	r.mu.Unlock()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(b)
 }
 
 type patterns []string
@@ -144,21 +101,12 @@ func run() error {
 	flag.Var(&origins, "origin", "allow browser pages from origins matching this `pattern` (repeatable)")
 	flag.Parse()
 
-	rec := &recorder{calls: map[string][]*call{}}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	backend, err := testbackend.New()
 	if err != nil {
 		return err
 	}
-	backend := grpc.NewServer(grpc.ChainUnaryInterceptor(rec.unary), grpc.ChainStreamInterceptor(rec.stream))
-	demo.Register(backend)
-	go func() { _ = backend.Serve(lis) }()
-	defer backend.Stop()
-
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
+	defer backend.Close()
+	cc := backend.Conn
 
 	echo := echov1.File_examples_echo_v1_echo_proto.Services().ByName("EchoService")
 	chat := chatv1.File_examples_chat_v1_chat_proto.Services().ByName("ChatService")
@@ -169,7 +117,7 @@ func run() error {
 		}
 		return bridge.NewHandler(services, append([]bridge.Option{bridge.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	}
-	page := web.Handler()
+	page := demo.Handler()
 	full, err := newBridge([]protoreflect.ServiceDescriptor{echo, chat}, bridge.WithOriginPatterns(origins...),
 		bridge.WithHTTPProtocols(true), bridge.WithFallback(page))
 	if err != nil {
@@ -193,7 +141,7 @@ func run() error {
 	mux.Handle("/echo-only/", echoOnly)
 	mux.Handle("/limited/", limited)
 	mux.Handle("/doomed/", doomed)
-	mux.Handle("GET /_test/calls", rec)
+	mux.Handle("GET /_test/calls", calls(backend))
 	mux.HandleFunc("POST /_test/close-doomed", func(w http.ResponseWriter, _ *http.Request) {
 		doomed.Close()
 		w.WriteHeader(http.StatusNoContent)

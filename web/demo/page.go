@@ -1,13 +1,13 @@
-// Package web serves the grpcws demo page: a chat on a bidi stream and a
-// panel with the other RPC kinds, written with the TypeScript client in
-// this directory (the npm package @grpcws/client).
+// Package demo serves the grpcws demo page: a chat on a bidi stream and a
+// panel with the other RPC kinds, written with the TypeScript client of
+// web/ (the npm package @grpcws/client).
 //
 // The page is built by `make web` (esbuild, pinned in package-lock.json)
-// into demo/dist and embedded in the binary, so `go run ./cmd/grpcws --demo`
+// into dist and embedded in the binary, so `go run ./cmd/grpcws --demo`
 // needs no Node. The page opens its WebSockets to the origin it was loaded
 // from, so serve Handler and the bridge on the same host: plain GET
 // requests to Handler, WebSocket upgrades to the bridge.
-package web
+package demo
 
 import (
 	"embed"
@@ -17,7 +17,7 @@ import (
 	"strings"
 )
 
-//go:embed demo/dist
+//go:embed dist
 var dist embed.FS
 
 // Handler returns an http.Handler that serves the demo page: index.html at
@@ -25,9 +25,9 @@ var dist embed.FS
 // carry a hash of their content and are cached for a year. It answers GET
 // and HEAD only, and 404 for any other path. It is safe for concurrent use.
 func Handler() http.Handler {
-	files, err := fs.Sub(dist, "demo/dist")
+	files, err := fs.Sub(dist, "dist")
 	if err != nil {
-		panic("web: " + err.Error()) // the embedded tree is fixed at build time
+		panic("demo: " + err.Error()) // the embedded tree is fixed at build time
 	}
 	return &handler{files: files, server: http.FileServerFS(files)}
 }
@@ -46,7 +46,7 @@ const contentSecurityPolicy = "default-src 'self'; connect-src 'self' ws: wss:; 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "web: method not allowed", http.StatusMethodNotAllowed)
+		http.Error(w, "demo: method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
 	name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")

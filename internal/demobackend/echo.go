@@ -1,4 +1,4 @@
-package demo
+package demobackend
 
 import (
 	"context"
@@ -20,10 +20,13 @@ import (
 // cannot make the demo backend allocate gigabytes.
 const maxResponseSize = 64 << 20
 
-// EchoServer implements examples.echo.v1.EchoService. It has no state: the
-// zero value is ready and safe for concurrent use.
+// EchoServer implements examples.echo.v1.EchoService. The zero value is
+// ready and safe for concurrent use.
 type EchoServer struct {
 	echov1.UnimplementedEchoServiceServer
+	// CheckChunk, when set, checks each chunk of an Upload, numbered from
+	// 1; its error ends the upload.
+	CheckChunk func(n int64, chunk []byte) error
 }
 
 // Echo returns the request's message and payload, after the request's
@@ -104,7 +107,7 @@ func (*EchoServer) Ticker(req *echov1.TickerRequest, stream grpc.ServerStreaming
 
 // Upload counts the messages and bytes it receives until the client
 // half-closes. A request with fail set ends the RPC with that status at once.
-func (*EchoServer) Upload(stream grpc.ClientStreamingServer[echov1.UploadRequest, echov1.UploadResponse]) error {
+func (e *EchoServer) Upload(stream grpc.ClientStreamingServer[echov1.UploadRequest, echov1.UploadResponse]) error {
 	md := echoMetadata(stream.Context())
 	if err := stream.SetHeader(md); err != nil {
 		return err
@@ -121,6 +124,11 @@ func (*EchoServer) Upload(stream grpc.ClientStreamingServer[echov1.UploadRequest
 		}
 		if err := failure(req.GetFail()); err != nil {
 			return err
+		}
+		if e.CheckChunk != nil {
+			if err := e.CheckChunk(res.Messages+1, req.GetChunk()); err != nil {
+				return err
+			}
 		}
 		res.Messages++
 		res.Bytes += int64(len(req.GetChunk()))

@@ -1,4 +1,4 @@
-package web_test
+package demo_test
 
 import (
 	"io"
@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/grpcws/grpcws/web"
+	"github.com/grpcws/grpcws/web/demo"
 )
 
 func get(t *testing.T, h http.Handler, method, path string) *http.Response {
@@ -20,7 +20,7 @@ func get(t *testing.T, h http.Handler, method, path string) *http.Response {
 
 func TestHandler(t *testing.T) {
 	t.Parallel()
-	h := web.Handler()
+	h := demo.Handler()
 
 	res := get(t, h, http.MethodGet, "/")
 	body, _ := io.ReadAll(res.Body)

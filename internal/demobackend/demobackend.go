@@ -1,6 +1,6 @@
-// Package demo holds the backends that `grpcws --demo` serves: an echo
+// Package demobackend holds the backends that `grpcws --demo` serves: an echo
 // service with one method of each RPC kind, and a multi-room chat.
-package demo
+package demobackend
 
 import (
 	"google.golang.org/grpc"
