@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/grpcws/grpcws/internal/v1test"
+
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -31,19 +33,19 @@ func TestEveryKindBinary(t *testing.T) {
 		if got := c.Subprotocol(); got != echoRoute {
 			t.Fatalf("subprotocol = %q; want %q", got, echoRoute)
 		}
-		send(t, ctx, c, &echov1.EchoRequest{Message: "hi", Payload: []byte{0, 1, 2}})
-		r := readAll(t, ctx, c)
-		if r.close != websocket.StatusNormalClosure || r.code() != 0 {
-			t.Fatalf("close %d, status %d; want 1000, 0 (end %v)", r.close, r.code(), r.end)
+		v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: "hi", Payload: []byte{0, 1, 2}})
+		r := v1test.ReadAll(t, ctx, c)
+		if r.Close != websocket.StatusNormalClosure || r.Code() != 0 {
+			t.Fatalf("close %d, status %d; want 1000, 0 (end %v)", r.Close, r.Code(), r.End)
 		}
-		if got, want := strings.Join(r.order, ","), "headers,message,end"; got != want {
+		if got, want := strings.Join(r.Order, ","), "headers,message,end"; got != want {
 			t.Errorf("frames %s; want %s", got, want)
 		}
-		if ct := values(r.headers, "content-type"); ct != nil {
+		if ct := values(r.Headers, "content-type"); ct != nil {
 			t.Errorf("headers carry gRPC's content-type %q; want it left out", ct)
 		}
 		var res echov1.EchoResponse
-		if err := proto.Unmarshal(r.binary[0], &res); err != nil {
+		if err := proto.Unmarshal(r.Binary[0], &res); err != nil {
 			t.Fatal(err)
 		}
 		if res.GetMessage() != "hi" || !bytes.Equal(res.GetPayload(), []byte{0, 1, 2}) {
@@ -55,12 +57,12 @@ func TestEveryKindBinary(t *testing.T) {
 		t.Parallel()
 		ctx := testContext(t)
 		c := f.dial(t, ctx, "", nil, tickerRoute)
-		send(t, ctx, c, &echov1.TickerRequest{Message: "tick", Count: 5})
-		r := readAll(t, ctx, c)
-		if r.close != websocket.StatusNormalClosure || len(r.binary) != 5 {
-			t.Fatalf("close %d, %d messages; want 1000, 5", r.close, len(r.binary))
+		v1test.Send(t, ctx, c, &echov1.TickerRequest{Message: "tick", Count: 5})
+		r := v1test.ReadAll(t, ctx, c)
+		if r.Close != websocket.StatusNormalClosure || len(r.Binary) != 5 {
+			t.Fatalf("close %d, %d messages; want 1000, 5", r.Close, len(r.Binary))
 		}
-		for i, b := range r.binary {
+		for i, b := range r.Binary {
 			var res echov1.TickerResponse
 			if err := proto.Unmarshal(b, &res); err != nil {
 				t.Fatal(err)
@@ -76,15 +78,15 @@ func TestEveryKindBinary(t *testing.T) {
 		ctx := testContext(t)
 		c := f.dial(t, ctx, "", nil, uploadRoute)
 		for _, chunk := range []string{"a", "bb", "ccc"} {
-			send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte(chunk)})
+			v1test.Send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte(chunk)})
 		}
-		sendText(t, ctx, c, `#{"endSend":{}}`)
-		r := readAll(t, ctx, c)
-		if r.close != websocket.StatusNormalClosure || len(r.binary) != 1 {
-			t.Fatalf("close %d, %d messages; want 1000, 1", r.close, len(r.binary))
+		v1test.SendText(t, ctx, c, `#{"endSend":{}}`)
+		r := v1test.ReadAll(t, ctx, c)
+		if r.Close != websocket.StatusNormalClosure || len(r.Binary) != 1 {
+			t.Fatalf("close %d, %d messages; want 1000, 1", r.Close, len(r.Binary))
 		}
 		var res echov1.UploadResponse
-		if err := proto.Unmarshal(r.binary[0], &res); err != nil {
+		if err := proto.Unmarshal(r.Binary[0], &res); err != nil {
 			t.Fatal(err)
 		}
 		if res.GetMessages() != 3 || res.GetBytes() != 6 {
@@ -97,7 +99,7 @@ func TestEveryKindBinary(t *testing.T) {
 		ctx := testContext(t)
 		c := f.dial(t, ctx, "", nil, bidiRoute)
 		for i := range 3 {
-			send(t, ctx, c, &echov1.BidiRequest{Message: fmt.Sprint(i)})
+			v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: fmt.Sprint(i)})
 			// Each answer arrives before the next message is sent: the
 			// stream is full duplex.
 			for {
@@ -118,10 +120,10 @@ func TestEveryKindBinary(t *testing.T) {
 				break
 			}
 		}
-		sendText(t, ctx, c, `#{"endSend":{}}`)
-		r := readAll(t, ctx, c)
-		if r.close != websocket.StatusNormalClosure || r.code() != 0 {
-			t.Fatalf("close %d, status %d; want 1000, 0", r.close, r.code())
+		v1test.SendText(t, ctx, c, `#{"endSend":{}}`)
+		r := v1test.ReadAll(t, ctx, c)
+		if r.Close != websocket.StatusNormalClosure || r.Code() != 0 {
+			t.Fatalf("close %d, status %d; want 1000, 0", r.Close, r.Code())
 		}
 	})
 }
@@ -149,17 +151,17 @@ func TestEveryKindJSON(t *testing.T) {
 				t.Fatalf("subprotocol = %q; want %q", got, tt.route+"+json")
 			}
 			for _, m := range tt.send {
-				sendText(t, ctx, c, m)
+				v1test.SendText(t, ctx, c, m)
 			}
-			r := readAll(t, ctx, c)
-			if r.close != websocket.StatusNormalClosure {
-				t.Fatalf("close %d %q; want 1000 (end %v)", r.close, r.reason, r.end)
+			r := v1test.ReadAll(t, ctx, c)
+			if r.Close != websocket.StatusNormalClosure {
+				t.Fatalf("close %d %q; want 1000 (end %v)", r.Close, r.Reason, r.End)
 			}
-			if len(r.binary) != 0 || len(r.text) != len(tt.want) {
-				t.Fatalf("got %d binary, %q; want text %q", len(r.binary), r.text, tt.want)
+			if len(r.Binary) != 0 || len(r.Text) != len(tt.want) {
+				t.Fatalf("got %d binary, %q; want text %q", len(r.Binary), r.Text, tt.want)
 			}
 			for i := range tt.want {
-				if got := strings.ReplaceAll(r.text[i], " ", ""); got != tt.want[i] {
+				if got := strings.ReplaceAll(r.Text[i], " ", ""); got != tt.want[i] {
 					t.Errorf("message %d = %s; want %s", i, got, tt.want[i])
 				}
 			}
@@ -178,10 +180,10 @@ func TestMetadata(t *testing.T) {
 	h.Set("X-Tenant", "acme")
 	h.Set("X-Not-Allowed", "dropped")
 	c := f.dial(t, ctx, "?x-echo-query=from-query&x-echo-query=twice&x-echo-url-bin="+base64.RawURLEncoding.EncodeToString(bin), h, echoRoute)
-	send(t, ctx, c, &echov1.EchoRequest{Message: "md"})
-	r := readAll(t, ctx, c)
-	if r.close != websocket.StatusNormalClosure {
-		t.Fatalf("close %d %q; want 1000", r.close, r.reason)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: "md"})
+	r := v1test.ReadAll(t, ctx, c)
+	if r.Close != websocket.StatusNormalClosure {
+		t.Fatalf("close %d %q; want 1000", r.Close, r.Reason)
 	}
 	call, err := f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Echo")
 	if err != nil {
@@ -206,13 +208,13 @@ func TestMetadata(t *testing.T) {
 	// The echo service returns x-echo-* in headers and trailers; -bin
 	// values come back in standard base64.
 	wantBin := base64.StdEncoding.EncodeToString(bin)
-	if got := values(r.headers, "x-echo-data-bin"); len(got) != 1 || got[0] != wantBin {
+	if got := values(r.Headers, "x-echo-data-bin"); len(got) != 1 || got[0] != wantBin {
 		t.Errorf("headers x-echo-data-bin = %q; want %q", got, wantBin)
 	}
-	if got := values(r.end.GetTrailers(), "x-echo-query"); fmt.Sprint(got) != "[from-query twice]" {
+	if got := values(r.End.GetTrailers(), "x-echo-query"); fmt.Sprint(got) != "[from-query twice]" {
 		t.Errorf("trailers x-echo-query = %q; want [from-query twice]", got)
 	}
-	if got := values(r.end.GetTrailers(), "x-echo-url-bin"); len(got) != 1 || got[0] != wantBin {
+	if got := values(r.End.GetTrailers(), "x-echo-url-bin"); len(got) != 1 || got[0] != wantBin {
 		t.Errorf("trailers x-echo-url-bin = %q; want %q", got, wantBin)
 	}
 }
@@ -226,9 +228,9 @@ func TestBearerToken(t *testing.T) {
 	if got := c.Subprotocol(); got != echoRoute {
 		t.Fatalf("subprotocol = %q; want %q (the token must never be echoed)", got, echoRoute)
 	}
-	send(t, ctx, c, &echov1.EchoRequest{})
-	if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-		t.Fatalf("close %d; want 1000", r.close)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{})
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+		t.Fatalf("close %d; want 1000", r.Close)
 	}
 	call, err := f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Echo")
 	if err != nil {
@@ -262,19 +264,19 @@ func TestStatus(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
 			c := f.dial(t, ctx, "", nil, tt.route)
-			send(t, ctx, c, tt.req)
-			r := readAll(t, ctx, c)
-			if r.code() != int32(tt.code) || r.end.GetStatus().GetMessage() != tt.msg {
-				t.Fatalf("status %d %q; want %d %q", r.code(), r.end.GetStatus().GetMessage(), tt.code, tt.msg)
+			v1test.Send(t, ctx, c, tt.req)
+			r := v1test.ReadAll(t, ctx, c)
+			if r.Code() != int32(tt.code) || r.End.GetStatus().GetMessage() != tt.msg {
+				t.Fatalf("status %d %q; want %d %q", r.Code(), r.End.GetStatus().GetMessage(), tt.code, tt.msg)
 			}
-			if want := websocket.StatusCode(4000 + int(tt.code)); r.close != want {
-				t.Errorf("close %d; want %d", r.close, want)
+			if want := websocket.StatusCode(4000 + int(tt.code)); r.Close != want {
+				t.Errorf("close %d; want %d", r.Close, want)
 			}
-			if len(r.reason) > 123 || !utf8.ValidString(r.reason) || !strings.HasPrefix(tt.msg, r.reason) {
-				t.Errorf("reason %q (%d bytes): want a valid UTF-8 prefix of the message, at most 123 bytes", r.reason, len(r.reason))
+			if len(r.Reason) > 123 || !utf8.ValidString(r.Reason) || !strings.HasPrefix(tt.msg, r.Reason) {
+				t.Errorf("reason %q (%d bytes): want a valid UTF-8 prefix of the message, at most 123 bytes", r.Reason, len(r.Reason))
 			}
-			if len(tt.msg) > 123 && len(r.reason) < 119 {
-				t.Errorf("reason cut to %d bytes; want as much as fits", len(r.reason))
+			if len(tt.msg) > 123 && len(r.Reason) < 119 {
+				t.Errorf("reason cut to %d bytes; want as much as fits", len(r.Reason))
 			}
 		})
 	}
@@ -294,10 +296,10 @@ func TestDeadline(t *testing.T) {
 				c = f.dial(t, ctx, "?grpc-timeout=200m", nil, echoRoute)
 			}
 			start := time.Now()
-			send(t, ctx, c, &echov1.EchoRequest{Delay: durationpb.New(30 * time.Second)})
-			r := readAll(t, ctx, c)
-			if r.code() != int32(codes.DeadlineExceeded) || r.close != 4004 {
-				t.Fatalf("status %d, close %d; want DEADLINE_EXCEEDED, 4004", r.code(), r.close)
+			v1test.Send(t, ctx, c, &echov1.EchoRequest{Delay: durationpb.New(30 * time.Second)})
+			r := v1test.ReadAll(t, ctx, c)
+			if r.Code() != int32(codes.DeadlineExceeded) || r.Close != 4004 {
+				t.Fatalf("status %d, close %d; want DEADLINE_EXCEEDED, 4004", r.Code(), r.Close)
 			}
 			if d := time.Since(start); d > 10*time.Second {
 				t.Errorf("took %v; the deadline was 200ms", d)
@@ -329,7 +331,7 @@ func TestClientCancel(t *testing.T) {
 	f := newFixture(t)
 	ctx := testContext(t)
 	c := f.dial(t, ctx, "", nil, tickerRoute)
-	send(t, ctx, c, &echov1.TickerRequest{Message: "forever", Interval: durationpb.New(time.Millisecond)})
+	v1test.Send(t, ctx, c, &echov1.TickerRequest{Message: "forever", Interval: durationpb.New(time.Millisecond)})
 	for got := 0; got < 3; {
 		typ, _, err := c.Read(ctx)
 		if err != nil {
@@ -382,12 +384,12 @@ func TestRefusals(t *testing.T) {
 			if got := c.Subprotocol(); got != tt.echo {
 				t.Errorf("subprotocol = %q; want %q", got, tt.echo)
 			}
-			r := readAll(t, ctx, c)
-			if r.close != tt.close || !strings.Contains(r.reason, tt.reason) {
-				t.Errorf("close %d %q; want %d containing %q", r.close, r.reason, tt.close, tt.reason)
+			r := v1test.ReadAll(t, ctx, c)
+			if r.Close != tt.close || !strings.Contains(r.Reason, tt.reason) {
+				t.Errorf("close %d %q; want %d containing %q", r.Close, r.Reason, tt.close, tt.reason)
 			}
-			if r.frames != 0 || r.end != nil {
-				t.Errorf("got frames %v before a refusal; want none", r.order)
+			if r.Frames != 0 || r.End != nil {
+				t.Errorf("got frames %v before a refusal; want none", r.Order)
 			}
 		})
 	}
@@ -400,9 +402,9 @@ func TestRefusals(t *testing.T) {
 		for _, origin := range []string{"https://app.good.example", "https://exact.example", f.server.URL} {
 			ctx := testContext(t)
 			c := f.dial(t, ctx, "", http.Header{"Origin": {origin}}, echoRoute)
-			send(t, ctx, c, &echov1.EchoRequest{})
-			if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-				t.Errorf("origin %s: close %d %q; want 1000", origin, r.close, r.reason)
+			v1test.Send(t, ctx, c, &echov1.EchoRequest{})
+			if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+				t.Errorf("origin %s: close %d %q; want 1000", origin, r.Close, r.Reason)
 			}
 		}
 	})
@@ -466,12 +468,12 @@ func TestProtocolErrors(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r := readAll(t, ctx, c)
-			if r.close != tt.close || !strings.Contains(r.reason, tt.reason) {
-				t.Fatalf("close %d %q; want %d containing %q", r.close, r.reason, tt.close, tt.reason)
+			r := v1test.ReadAll(t, ctx, c)
+			if r.Close != tt.close || !strings.Contains(r.Reason, tt.reason) {
+				t.Fatalf("close %d %q; want %d containing %q", r.Close, r.Reason, tt.close, tt.reason)
 			}
-			if r.end == nil || !strings.Contains(r.end.GetStatus().GetMessage(), tt.reason) {
-				t.Errorf("end frame %v; want the status in-band too", r.end)
+			if r.End == nil || !strings.Contains(r.End.GetStatus().GetMessage(), tt.reason) {
+				t.Errorf("end frame %v; want the status in-band too", r.End)
 			}
 		})
 	}
@@ -483,11 +485,11 @@ func TestProtocolErrors(t *testing.T) {
 	t.Run("unknown control frames are skipped", func(t *testing.T) {
 		ctx := testContext(t)
 		c := f.dial(t, ctx, "", nil, uploadRoute)
-		sendText(t, ctx, c, `#{"somethingNew":{"x":1}}`)
-		send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("abc")})
-		sendText(t, ctx, c, `#{"endSend":{}}`)
-		if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-			t.Fatalf("close %d %q; want 1000", r.close, r.reason)
+		v1test.SendText(t, ctx, c, `#{"somethingNew":{"x":1}}`)
+		v1test.Send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("abc")})
+		v1test.SendText(t, ctx, c, `#{"endSend":{}}`)
+		if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+			t.Fatalf("close %d %q; want 1000", r.Close, r.Reason)
 		}
 	})
 }
@@ -506,16 +508,16 @@ func TestMessageSize(t *testing.T) {
 			t.Fatalf("request of %d bytes; want %d", n, limit)
 		}
 		c := f.dial(t, ctx, "", nil, uploadRoute)
-		send(t, ctx, c, req)
-		sendText(t, ctx, c, `#{"endSend":{}}`)
-		if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-			t.Fatalf("at the limit: close %d %q; want 1000", r.close, r.reason)
+		v1test.Send(t, ctx, c, req)
+		v1test.SendText(t, ctx, c, `#{"endSend":{}}`)
+		if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+			t.Fatalf("at the limit: close %d %q; want 1000", r.Close, r.Reason)
 		}
 		// One byte more is refused.
 		c = f.dial(t, ctx, "", nil, uploadRoute)
 		_ = c.Write(ctx, websocket.MessageBinary, make([]byte, limit+1))
-		if r := readAll(t, ctx, c); r.close != websocket.StatusMessageTooBig {
-			t.Fatalf("over the limit: close %d %q; want 1009", r.close, r.reason)
+		if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusMessageTooBig {
+			t.Fatalf("over the limit: close %d %q; want 1009", r.Close, r.Reason)
 		}
 	})
 
@@ -523,10 +525,10 @@ func TestMessageSize(t *testing.T) {
 		t.Parallel()
 		ctx := testContext(t)
 		c := f.dial(t, ctx, "", nil, echoRoute)
-		send(t, ctx, c, &echov1.EchoRequest{ResponseSize: 2 * limit})
-		r := readAll(t, ctx, c)
-		if r.close != websocket.StatusMessageTooBig || r.code() != int32(codes.ResourceExhausted) {
-			t.Fatalf("close %d, status %d; want 1009, RESOURCE_EXHAUSTED", r.close, r.code())
+		v1test.Send(t, ctx, c, &echov1.EchoRequest{ResponseSize: 2 * limit})
+		r := v1test.ReadAll(t, ctx, c)
+		if r.Close != websocket.StatusMessageTooBig || r.Code() != int32(codes.ResourceExhausted) {
+			t.Fatalf("close %d, status %d; want 1009, RESOURCE_EXHAUSTED", r.Close, r.Code())
 		}
 	})
 }
@@ -538,7 +540,7 @@ func TestBackendDown(t *testing.T) {
 
 	// Mid-stream: the stream ends with UNAVAILABLE.
 	c := f.dial(t, ctx, "", nil, bidiRoute)
-	send(t, ctx, c, &echov1.BidiRequest{Message: "x"})
+	v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "x"})
 	for {
 		typ, _, err := c.Read(ctx)
 		if err != nil {
@@ -549,17 +551,17 @@ func TestBackendDown(t *testing.T) {
 		}
 	}
 	f.backend.Stop()
-	r := readAll(t, ctx, c)
-	if r.code() != int32(codes.Unavailable) || r.close != 4014 {
-		t.Fatalf("mid-stream: status %d, close %d; want UNAVAILABLE, 4014", r.code(), r.close)
+	r := v1test.ReadAll(t, ctx, c)
+	if r.Code() != int32(codes.Unavailable) || r.Close != 4014 {
+		t.Fatalf("mid-stream: status %d, close %d; want UNAVAILABLE, 4014", r.Code(), r.Close)
 	}
 
 	// New connections: refused with UNAVAILABLE.
 	c = f.dial(t, ctx, "", nil, echoRoute)
-	send(t, ctx, c, &echov1.EchoRequest{})
-	r = readAll(t, ctx, c)
-	if r.code() != int32(codes.Unavailable) || r.close != 4014 {
-		t.Fatalf("new: status %d, close %d; want UNAVAILABLE, 4014", r.code(), r.close)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{})
+	r = v1test.ReadAll(t, ctx, c)
+	if r.Code() != int32(codes.Unavailable) || r.Close != 4014 {
+		t.Fatalf("new: status %d, close %d; want UNAVAILABLE, 4014", r.Code(), r.Close)
 	}
 }
 
@@ -572,7 +574,7 @@ func TestClientGone(t *testing.T) {
 		c := f.dial(t, ctx, "", nil, tickerRoute)
 		// The client sends the request and never reads again, so it never
 		// answers a ping.
-		send(t, ctx, c, &echov1.TickerRequest{Interval: durationpb.New(time.Hour)})
+		v1test.Send(t, ctx, c, &echov1.TickerRequest{Interval: durationpb.New(time.Hour)})
 		call, err := f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Ticker")
 		if err != nil {
 			t.Fatal(err)
@@ -586,7 +588,7 @@ func TestClientGone(t *testing.T) {
 		f := newFixture(t, bridge.WithPing(0, 0), bridge.WithWriteTimeout(200*time.Millisecond))
 		ctx := testContext(t)
 		c := f.dial(t, ctx, "", nil, tickerRoute)
-		send(t, ctx, c, &echov1.TickerRequest{Message: strings.Repeat("x", 32<<10)})
+		v1test.Send(t, ctx, c, &echov1.TickerRequest{Message: strings.Repeat("x", 32<<10)})
 		call, err := f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Ticker")
 		if err != nil {
 			t.Fatal(err)
@@ -615,7 +617,7 @@ func TestRoutes(t *testing.T) {
 	}
 	ctx := testContext(t)
 	c := f.dial(t, ctx, "", nil, "chat.v1+json")
-	sendText(t, ctx, c, `{"join":{"room":"r","nickname":"ann"}}`)
+	v1test.SendText(t, ctx, c, `{"join":{"room":"r","nickname":"ann"}}`)
 	_, b, err := c.Read(ctx)
 	if err != nil || !strings.HasPrefix(string(b), "#") {
 		t.Fatalf("first frame %q, %v; want headers", b, err)
@@ -662,10 +664,10 @@ func TestCompression(t *testing.T) {
 			if got := res.Header.Get("Sec-WebSocket-Extensions") != ""; got != enabled {
 				t.Errorf("compression negotiated: %v; want %v", got, enabled)
 			}
-			send(t, ctx, c, &echov1.EchoRequest{Message: strings.Repeat("compressible ", 1000)})
-			r := readAll(t, ctx, c)
-			if r.close != websocket.StatusNormalClosure || len(r.binary) != 1 {
-				t.Fatalf("close %d, %d messages; want 1000, 1", r.close, len(r.binary))
+			v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: strings.Repeat("compressible ", 1000)})
+			r := v1test.ReadAll(t, ctx, c)
+			if r.Close != websocket.StatusNormalClosure || len(r.Binary) != 1 {
+				t.Fatalf("close %d, %d messages; want 1000, 1", r.Close, len(r.Binary))
 			}
 		})
 	}

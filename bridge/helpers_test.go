@@ -2,7 +2,6 @@ package bridge_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -96,72 +94,6 @@ func (f *fixture) dial(t *testing.T, ctx context.Context, path string, header ht
 	return c
 }
 
-// result is everything the bridge sent on one connection.
-type result struct {
-	headers *grpcwsv1.Metadata
-	frames  int // data frames
-	binary  [][]byte
-	text    []string
-	end     *grpcwsv1.End
-	close   websocket.StatusCode
-	reason  string
-	order   []string // "headers", "message", "end"
-	readErr error
-}
-
-// readAll reads until the bridge closes the connection.
-func readAll(t *testing.T, ctx context.Context, c *websocket.Conn) result {
-	t.Helper()
-	var r result
-	for {
-		typ, b, err := c.Read(ctx)
-		if err != nil {
-			r.close = websocket.CloseStatus(err)
-			var ce websocket.CloseError
-			if errors.As(err, &ce) {
-				r.reason = ce.Reason
-			} else {
-				r.readErr = err
-			}
-			return r
-		}
-		if typ == websocket.MessageText && len(b) > 0 && b[0] == '#' {
-			var sc grpcwsv1.ServerControl
-			if err := protojson.Unmarshal(b[1:], &sc); err != nil {
-				t.Fatalf("bad control frame %q: %v", b, err)
-			}
-			switch {
-			case sc.GetHeaders() != nil:
-				r.headers = sc.GetHeaders()
-				r.order = append(r.order, "headers")
-			case sc.GetEnd() != nil:
-				r.end = sc.GetEnd()
-				r.order = append(r.order, "end")
-			default:
-				t.Fatalf("control frame with nothing set: %q", b)
-			}
-			continue
-		}
-		if r.end != nil {
-			t.Fatalf("data frame after the end frame")
-		}
-		r.frames++
-		r.order = append(r.order, "message")
-		if typ == websocket.MessageBinary {
-			r.binary = append(r.binary, b)
-		} else {
-			r.text = append(r.text, string(b))
-		}
-	}
-}
-
-func (r result) code() int32 {
-	if r.end == nil {
-		return -1
-	}
-	return r.end.GetStatus().GetCode()
-}
-
 func mustMarshal(t testing.TB, m proto.Message) []byte {
 	t.Helper()
 	b, err := proto.Marshal(m)
@@ -169,20 +101,6 @@ func mustMarshal(t testing.TB, m proto.Message) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func send(t *testing.T, ctx context.Context, c *websocket.Conn, m proto.Message) {
-	t.Helper()
-	if err := c.Write(ctx, websocket.MessageBinary, mustMarshal(t, m)); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-}
-
-func sendText(t *testing.T, ctx context.Context, c *websocket.Conn, s string) {
-	t.Helper()
-	if err := c.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
-		t.Fatalf("write: %v", err)
-	}
 }
 
 func values(md *grpcwsv1.Metadata, key string) []string {

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/v1test"
+
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -194,9 +196,9 @@ func (f *fixture) stillServes(t *testing.T) {
 	t.Helper()
 	ctx := testContext(t)
 	c := f.dial(t, ctx, "", nil, echoRoute)
-	send(t, ctx, c, &echov1.EchoRequest{Message: "still here"})
-	if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure || r.frames != 1 {
-		t.Fatalf("a good client after a bad one: close %d %q, %d messages; want 1000 and 1", r.close, r.reason, r.frames)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: "still here"})
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure || r.Frames != 1 {
+		t.Fatalf("a good client after a bad one: close %d %q, %d messages; want 1000 and 1", r.Close, r.Reason, r.Frames)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/v1test"
+
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,24 +44,24 @@ func TestClose(t *testing.T) {
 	f := newFixture(t)
 	ctx := testContext(t)
 	c := f.dial(t, ctx, "", nil, bidiRoute)
-	send(t, ctx, c, &echov1.BidiRequest{Message: "x"})
+	v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "x"})
 	readMessage(t, ctx, c)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		f.handler.Close()
 	}()
-	r := readAll(t, ctx, c)
-	if r.close != websocket.StatusGoingAway || r.code() != int32(codes.Unavailable) {
-		t.Fatalf("close %d, status %d; want 1001, UNAVAILABLE", r.close, r.code())
+	r := v1test.ReadAll(t, ctx, c)
+	if r.Close != websocket.StatusGoingAway || r.Code() != int32(codes.Unavailable) {
+		t.Fatalf("close %d, status %d; want 1001, UNAVAILABLE", r.Close, r.Code())
 	}
 	<-done
 	if err := f.backend.WaitIdle(ctx); err != nil {
 		t.Fatalf("a backend stream is still open: %v", err)
 	}
 	c = f.dial(t, ctx, "", nil, echoRoute)
-	if r := readAll(t, ctx, c); r.close != websocket.StatusGoingAway {
-		t.Fatalf("after Close: close %d; want 1001", r.close)
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusGoingAway {
+		t.Fatalf("after Close: close %d; want 1001", r.Close)
 	}
 }
 
@@ -70,7 +72,7 @@ func TestShutdown(t *testing.T) {
 		f := newFixture(t)
 		ctx := testContext(t)
 		c := f.dial(t, ctx, "", nil, bidiRoute)
-		send(t, ctx, c, &echov1.BidiRequest{Message: "before"})
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "before"})
 		readMessage(t, ctx, c)
 
 		done := make(chan error, 1)
@@ -81,17 +83,17 @@ func TestShutdown(t *testing.T) {
 			// needs its request to end.
 			n := f.dial(t, ctx, "", nil, echoRoute)
 			_ = n.Write(ctx, websocket.MessageBinary, mustMarshal(t, &echov1.EchoRequest{}))
-			r := readAll(t, ctx, n)
-			return r.close == websocket.StatusGoingAway
+			r := v1test.ReadAll(t, ctx, n)
+			return r.Close == websocket.StatusGoingAway
 		})
 		// ...and the open stream still works, to its natural end.
-		send(t, ctx, c, &echov1.BidiRequest{Message: "during"})
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "during"})
 		if got := readMessage(t, ctx, c); len(got) == 0 {
 			t.Fatal("no answer during the drain")
 		}
-		sendText(t, ctx, c, `#{"endSend":{}}`)
-		if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-			t.Fatalf("close %d %q; want 1000", r.close, r.reason)
+		v1test.SendText(t, ctx, c, `#{"endSend":{}}`)
+		if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+			t.Fatalf("close %d %q; want 1000", r.Close, r.Reason)
 		}
 		if err := <-done; err != nil {
 			t.Fatalf("Shutdown: %v", err)
@@ -102,16 +104,16 @@ func TestShutdown(t *testing.T) {
 		f := newFixture(t)
 		ctx := testContext(t)
 		c := f.dial(t, ctx, "", nil, tickerRoute)
-		send(t, ctx, c, &echov1.TickerRequest{Interval: durationpb.New(time.Hour)})
+		v1test.Send(t, ctx, c, &echov1.TickerRequest{Interval: durationpb.New(time.Hour)})
 		waitFor(t, func() bool { return f.backend.Active() == 1 })
 
 		grace, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
 		done := make(chan error, 1)
 		go func() { done <- f.handler.Shutdown(grace) }()
-		r := readAll(t, ctx, c)
-		if r.close != websocket.StatusGoingAway || r.code() != int32(codes.Unavailable) {
-			t.Fatalf("close %d, status %d; want 1001, UNAVAILABLE", r.close, r.code())
+		r := v1test.ReadAll(t, ctx, c)
+		if r.Close != websocket.StatusGoingAway || r.Code() != int32(codes.Unavailable) {
+			t.Fatalf("close %d, status %d; want 1001, UNAVAILABLE", r.Close, r.Code())
 		}
 		if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Shutdown = %v; want the grace's deadline", err)
@@ -133,16 +135,16 @@ func TestConnLimits(t *testing.T) {
 	ctx := testContext(t)
 	open := func(src string) *websocket.Conn {
 		c := dialFrom(t, ctx, f.url, src, nil, bidiRoute)
-		send(t, ctx, c, &echov1.BidiRequest{Message: src})
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: src})
 		readMessage(t, ctx, c)
 		return c
 	}
 	refused := func(src string, wantReason string) {
 		t.Helper()
 		c := dialFrom(t, ctx, f.url, src, nil, bidiRoute)
-		r := readAll(t, ctx, c)
-		if r.close != websocket.StatusTryAgainLater || r.reason != wantReason {
-			t.Fatalf("from %s: close %d %q; want 1013 %q", src, r.close, r.reason, wantReason)
+		r := v1test.ReadAll(t, ctx, c)
+		if r.Close != websocket.StatusTryAgainLater || r.Reason != wantReason {
+			t.Fatalf("from %s: close %d %q; want 1013 %q", src, r.Close, r.Reason, wantReason)
 		}
 	}
 	a1, a2 := open("127.0.0.2"), open("127.0.0.2")
@@ -154,13 +156,13 @@ func TestConnLimits(t *testing.T) {
 	}
 	// The refusals disturbed none of the open streams.
 	for _, c := range []*websocket.Conn{a1, a2, b1} {
-		send(t, ctx, c, &echov1.BidiRequest{Message: "still here"})
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "still here"})
 		readMessage(t, ctx, c)
 	}
 	// A closed connection frees its place.
-	sendText(t, ctx, a1, `#{"endSend":{}}`)
-	if r := readAll(t, ctx, a1); r.close != websocket.StatusNormalClosure {
-		t.Fatalf("close %d; want 1000", r.close)
+	v1test.SendText(t, ctx, a1, `#{"endSend":{}}`)
+	if r := v1test.ReadAll(t, ctx, a1); r.Close != websocket.StatusNormalClosure {
+		t.Fatalf("close %d; want 1000", r.Close)
 	}
 	waitFor(t, func() bool { return limiter.Open() == 2 })
 	open("127.0.0.2")
@@ -173,15 +175,15 @@ func TestIdleTimeout(t *testing.T) {
 	c := f.dial(t, ctx, "", nil, bidiRoute)
 	// Messages keep the stream alive past the timeout...
 	for range 4 {
-		send(t, ctx, c, &echov1.BidiRequest{Message: "ping"})
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "ping"})
 		readMessage(t, ctx, c)
 		time.Sleep(100 * time.Millisecond)
 	}
 	// ...silence ends it.
 	start := time.Now()
-	r := readAll(t, ctx, c)
-	if r.close != websocket.StatusGoingAway || r.code() != int32(codes.Unavailable) {
-		t.Fatalf("close %d, status %d %q; want 1001, UNAVAILABLE", r.close, r.code(), r.end.GetStatus().GetMessage())
+	r := v1test.ReadAll(t, ctx, c)
+	if r.Close != websocket.StatusGoingAway || r.Code() != int32(codes.Unavailable) {
+		t.Fatalf("close %d, status %d %q; want 1001, UNAVAILABLE", r.Close, r.Code(), r.End.GetStatus().GetMessage())
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("idle stream ended after %v", d)
@@ -200,12 +202,12 @@ func TestMaxStreamDuration(t *testing.T) {
 	f := newFixture(t, bridge.WithMaxStreamDuration(300*time.Millisecond))
 	ctx := testContext(t)
 	c := f.dial(t, ctx, "", nil, tickerRoute)
-	send(t, ctx, c, &echov1.TickerRequest{Interval: durationpb.New(50 * time.Millisecond)})
-	r := readAll(t, ctx, c)
-	if r.close != 4004 || r.code() != int32(codes.DeadlineExceeded) {
-		t.Fatalf("close %d, status %d; want 4004, DEADLINE_EXCEEDED", r.close, r.code())
+	v1test.Send(t, ctx, c, &echov1.TickerRequest{Interval: durationpb.New(50 * time.Millisecond)})
+	r := v1test.ReadAll(t, ctx, c)
+	if r.Close != 4004 || r.Code() != int32(codes.DeadlineExceeded) {
+		t.Fatalf("close %d, status %d; want 4004, DEADLINE_EXCEEDED", r.Close, r.Code())
 	}
-	if r.frames == 0 {
+	if r.Frames == 0 {
 		t.Error("no ticks before the limit")
 	}
 	call, err := f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Ticker")
@@ -237,18 +239,18 @@ func TestServiceOptions(t *testing.T) {
 		t.Errorf("routes %q; want %q", got, want)
 	}
 	c := f.dial(t, ctx, "", nil, "echo")
-	send(t, ctx, c, &echov1.EchoRequest{Message: "by alias"})
-	if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-		t.Fatalf("alias: close %d %q; want 1000", r.close, r.reason)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: "by alias"})
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+		t.Fatalf("alias: close %d %q; want 1000", r.Close, r.Reason)
 	}
 	c = f.dial(t, ctx, "", nil, tickerRoute)
-	if r := readAll(t, ctx, c); r.close != 4012 {
-		t.Fatalf("a method left out: close %d; want 4012", r.close)
+	if r := v1test.ReadAll(t, ctx, c); r.Close != 4012 {
+		t.Fatalf("a method left out: close %d; want 4012", r.Close)
 	}
 	c = f.dial(t, ctx, "", nil, bidiRoute)
-	send(t, ctx, c, &echov1.BidiRequest{Payload: make([]byte, 2000)})
-	if r := readAll(t, ctx, c); r.close != websocket.StatusMessageTooBig {
-		t.Fatalf("over the service's limit: close %d; want 1009", r.close)
+	v1test.Send(t, ctx, c, &echov1.BidiRequest{Payload: make([]byte, 2000)})
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusMessageTooBig {
+		t.Fatalf("over the service's limit: close %d; want 1009", r.Close)
 	}
 
 	for _, tt := range []struct {
@@ -283,9 +285,9 @@ func TestForwardedMetadata(t *testing.T) {
 	h.Set("Grpc-Metadata-X-Echo-Ok", "yes")
 	h.Set("X-Forwarded-For", "203.0.113.9, 127.0.0.5")
 	c := dialFrom(t, ctx, f.url, "127.0.0.5", h, echoRoute)
-	send(t, ctx, c, &echov1.EchoRequest{})
-	if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-		t.Fatalf("close %d %q; want 1000", r.close, r.reason)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{})
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+		t.Fatalf("close %d %q; want 1000", r.Close, r.Reason)
 	}
 	call, err := f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Echo")
 	if err != nil {
@@ -307,9 +309,9 @@ func TestForwardedMetadata(t *testing.T) {
 	h = http.Header{}
 	h.Set("X-Forwarded-For", "203.0.113.9")
 	c = dialFrom(t, ctx, f.url, "127.0.0.6", h, tickerRoute)
-	send(t, ctx, c, &echov1.TickerRequest{Count: 1})
-	if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-		t.Fatalf("close %d %q; want 1000", r.close, r.reason)
+	v1test.Send(t, ctx, c, &echov1.TickerRequest{Count: 1})
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+		t.Fatalf("close %d %q; want 1000", r.Close, r.Reason)
 	}
 	call, err = f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Ticker")
 	if err != nil {
@@ -325,10 +327,10 @@ func TestForwardedMetadata(t *testing.T) {
 	h.Set("Grpc-Metadata-X-Echo-Other", "no")
 	h.Set("Grpc-Metadata-X-Echo-Ok", "still")
 	c = f.dial(t, ctx, "", h, uploadRoute)
-	send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("x")})
-	sendText(t, ctx, c, `#{"endSend":{}}`)
-	if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-		t.Fatalf("close %d %q; want 1000", r.close, r.reason)
+	v1test.Send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("x")})
+	v1test.SendText(t, ctx, c, `#{"endSend":{}}`)
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+		t.Fatalf("close %d %q; want 1000", r.Close, r.Reason)
 	}
 	call, err = f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Upload")
 	if err != nil {
@@ -344,12 +346,12 @@ func TestTrailersOnlyHasNoContentType(t *testing.T) {
 	f := newFixture(t)
 	ctx := testContext(t)
 	c := f.dial(t, ctx, "", nil, echoRoute)
-	send(t, ctx, c, &echov1.EchoRequest{Fail: &echov1.Failure{Code: 5, Message: "gone"}})
-	r := readAll(t, ctx, c)
-	if r.close != 4005 || r.headers != nil {
-		t.Fatalf("close %d, headers %v; want 4005 and no headers frame", r.close, r.headers)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{Fail: &echov1.Failure{Code: 5, Message: "gone"}})
+	r := v1test.ReadAll(t, ctx, c)
+	if r.Close != 4005 || r.Headers != nil {
+		t.Fatalf("close %d, headers %v; want 4005 and no headers frame", r.Close, r.Headers)
 	}
-	if got := values(r.end.GetTrailers(), "content-type"); got != nil {
+	if got := values(r.End.GetTrailers(), "content-type"); got != nil {
 		t.Errorf("trailers content-type = %q; want none", got)
 	}
 }
@@ -404,19 +406,19 @@ func TestObserver(t *testing.T) {
 
 	c := f.dial(t, ctx, "", nil, uploadRoute)
 	for range 3 {
-		send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("12345")})
+		v1test.Send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("12345")})
 	}
-	sendText(t, ctx, c, `#{"endSend":{}}`)
-	if r := readAll(t, ctx, c); r.close != websocket.StatusNormalClosure {
-		t.Fatalf("close %d; want 1000", r.close)
+	v1test.SendText(t, ctx, c, `#{"endSend":{}}`)
+	if r := v1test.ReadAll(t, ctx, c); r.Close != websocket.StatusNormalClosure {
+		t.Fatalf("close %d; want 1000", r.Close)
 	}
 	c = f.dial(t, ctx, "", nil, echoRoute)
-	send(t, ctx, c, &echov1.EchoRequest{Fail: &echov1.Failure{Code: 5}})
-	readAll(t, ctx, c)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{Fail: &echov1.Failure{Code: 5}})
+	v1test.ReadAll(t, ctx, c)
 	c = f.dial(t, ctx, "", nil, "no.such.Route")
-	readAll(t, ctx, c)
+	v1test.ReadAll(t, ctx, c)
 	c = f.dial(t, ctx, "", http.Header{"Origin": {"https://evil.example"}}, echoRoute)
-	readAll(t, ctx, c)
+	v1test.ReadAll(t, ctx, c)
 
 	waitFor(t, func() bool {
 		o.mu.Lock()

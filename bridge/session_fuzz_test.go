@@ -17,13 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/v1wire"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/grpcws/grpcws/bridge"
 	grpcwsv1 "github.com/grpcws/grpcws/gen/grpcws/v1"
@@ -142,8 +143,8 @@ func checkSession(t *testing.T, sc sessionScript, closed wstest.Closed) {
 			messages++
 			continue
 		}
-		var ctl grpcwsv1.ServerControl
-		if err := protojson.Unmarshal(m.Payload[1:], &ctl); err != nil {
+		ctl, err := v1wire.ParseServerControl(m.Payload)
+		if err != nil {
 			t.Fatalf("bad control frame from the bridge: %v\nscript: %s", err, sc)
 		}
 		switch {

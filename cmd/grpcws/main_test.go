@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/v1test"
+
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -101,27 +103,15 @@ func echo(t *testing.T, addr, subprotocol, msg string) (string, websocket.Status
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	b, err := proto.Marshal(&echov1.EchoRequest{Message: msg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Write(ctx, websocket.MessageBinary, b); err != nil {
-		t.Fatal(err)
-	}
-	var got string
-	for {
-		typ, b, err := c.Read(ctx)
-		if err != nil {
-			return got, websocket.CloseStatus(err)
-		}
-		if typ == websocket.MessageBinary {
-			var res echov1.EchoResponse
-			if err := proto.Unmarshal(b, &res); err != nil {
-				t.Fatal(err)
-			}
-			got = res.GetMessage()
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: msg})
+	r := v1test.ReadAll(t, ctx, c)
+	var res echov1.EchoResponse
+	for _, b := range r.Binary {
+		if err := proto.Unmarshal(b, &res); err != nil {
+			t.Fatal(err)
 		}
 	}
+	return res.GetMessage(), r.Close
 }
 
 func TestDemo(t *testing.T) {

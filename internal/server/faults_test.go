@@ -13,11 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/v1wire"
+
+	"github.com/grpcws/grpcws/internal/v1test"
+
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -208,8 +211,7 @@ func readOutcome(ctx context.Context, c *websocket.Conn) outcome {
 			o.msgs = append(o.msgs, b)
 			continue
 		}
-		var sc grpcwsv1.ServerControl
-		if len(b) > 0 && b[0] == '#' && (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b[1:], &sc) == nil {
+		if sc, err := v1wire.ParseServerControl(b); err == nil {
 			if end := sc.GetEnd(); end != nil {
 				o.end = end.GetStatus()
 				if o.end == nil {
@@ -252,21 +254,21 @@ func TestBackendKilled(t *testing.T) {
 	var streams []open
 	for range perKind {
 		c := dialer{}.mustDial(t, ctx, r.url, echoRoute)
-		send(t, ctx, c, &echov1.EchoRequest{Message: "held", Delay: durationpb.New(time.Minute)})
+		v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: "held", Delay: durationpb.New(time.Minute)})
 		streams = append(streams, open{echoRoute, c})
 
 		c = dialer{}.mustDial(t, ctx, r.url, tickerRoute)
-		send(t, ctx, c, &echov1.TickerRequest{Interval: durationpb.New(20 * time.Millisecond)})
-		next(t, ctx, c)
+		v1test.Send(t, ctx, c, &echov1.TickerRequest{Interval: durationpb.New(20 * time.Millisecond)})
+		v1test.Next(t, ctx, c)
 		streams = append(streams, open{tickerRoute, c})
 
 		c = dialer{}.mustDial(t, ctx, r.url, uploadRoute)
-		send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("partial")})
+		v1test.Send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("partial")})
 		streams = append(streams, open{uploadRoute, c})
 
 		c = dialer{}.mustDial(t, ctx, r.url, bidiRoute)
-		send(t, ctx, c, &echov1.BidiRequest{Message: "1"})
-		next(t, ctx, c)
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "1"})
+		v1test.Next(t, ctx, c)
 		streams = append(streams, open{bidiRoute, c})
 	}
 	waitFor(t, "every stream open at the backend", func() bool { return b.active.Load() == 4*perKind })
@@ -297,7 +299,7 @@ func TestBackendKilled(t *testing.T) {
 		began := time.Now()
 		c := dialer{}.mustDial(t, ctx, r.url, route)
 		if route == echoRoute {
-			send(t, ctx, c, &echov1.EchoRequest{Message: "down"})
+			v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: "down"})
 		}
 		o := readOutcome(ctx, c)
 		if o.end == nil || o.end.GetCode() != 14 || o.close != 4014 || !strings.Contains(o.end.GetMessage(), "connect") {
@@ -316,9 +318,9 @@ func TestBackendKilled(t *testing.T) {
 	})
 	c := dialer{}.mustDial(t, ctx, r.url, bidiRoute)
 	for i := 1; i <= 3; i++ {
-		send(t, ctx, c, &echov1.BidiRequest{Message: strconv.Itoa(i)})
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: strconv.Itoa(i)})
 		var res echov1.BidiResponse
-		if err := proto.Unmarshal(next(t, ctx, c), &res); err != nil || res.GetIndex() != int64(i) {
+		if err := proto.Unmarshal(v1test.Next(t, ctx, c), &res); err != nil || res.GetIndex() != int64(i) {
 			t.Fatalf("bidi after the restart: response %v (%v); want index %d", &res, err, i)
 		}
 	}
@@ -360,7 +362,7 @@ func TestStalledBackendDeadline(t *testing.T) {
 			t.Parallel()
 			began := time.Now()
 			c := dialer{}.mustDial(t, ctx, r.url+"?grpc-timeout=300m", tt.route)
-			send(t, ctx, c, tt.msg)
+			v1test.Send(t, ctx, c, tt.msg)
 			o := readOutcome(ctx, c)
 			took := o.at.Sub(began)
 			if o.end == nil || o.end.GetCode() != 4 || o.close != 4004 {
@@ -481,7 +483,7 @@ func TestBackpressureMemory(t *testing.T) {
 		c.SetReadLimit(1 << 20)
 		base := heapInUse()
 		// 32 KiB a message, as fast as the backend can send.
-		send(t, ctx, c, &echov1.TickerRequest{Message: strings.Repeat("x", 32<<10)})
+		v1test.Send(t, ctx, c, &echov1.TickerRequest{Message: strings.Repeat("x", 32<<10)})
 		running := make(chan struct{})
 		time.AfterFunc(budget, func() { close(running) })
 		growth := sample(base, running)
@@ -595,8 +597,8 @@ func TestDrainSequenced(t *testing.T) {
 	r2 := serve(t, Options{Config: cfg2})
 	r2.waitReady(t)
 	c := dialer{}.mustDial(t, ctx, r2.url, bidiRoute)
-	send(t, ctx, c, &echov1.BidiRequest{Message: "1"})
-	next(t, ctx, c)
+	v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "1"})
+	v1test.Next(t, ctx, c)
 	if err := c.Write(ctx, websocket.MessageText, []byte(`#{"endSend":{}}`)); err != nil {
 		t.Fatal(err)
 	}

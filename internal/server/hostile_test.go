@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/v1test"
+
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
 	"golang.org/x/net/http2"
@@ -112,11 +114,11 @@ func TestHandshakeTimeout(t *testing.T) {
 		t.Parallel()
 		ctx := testContext(t)
 		c := dialer{}.mustDial(t, ctx, r.url, bidiRoute)
-		send(t, ctx, c, &echov1.BidiRequest{Message: "a"})
-		next(t, ctx, c)
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "a"})
+		v1test.Next(t, ctx, c)
 		time.Sleep(2 * cfg.Limits.HandshakeTimeout)
-		send(t, ctx, c, &echov1.BidiRequest{Message: "b"})
-		next(t, ctx, c)
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "b"})
+		v1test.Next(t, ctx, c)
 	})
 }
 
@@ -137,8 +139,8 @@ func TestPerIPFlood(t *testing.T) {
 	var held []*websocket.Conn
 	for i := range cfg.Limits.MaxConnectionsPerIP {
 		c := flooder.mustDial(t, ctx, r.url, bidiRoute)
-		send(t, ctx, c, &echov1.BidiRequest{Message: fmt.Sprint(i)})
-		next(t, ctx, c)
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: fmt.Sprint(i)})
+		v1test.Next(t, ctx, c)
 		held = append(held, c)
 	}
 
@@ -178,8 +180,8 @@ func TestPerIPFlood(t *testing.T) {
 	}
 	// The held connections were not disturbed.
 	for i, c := range held {
-		send(t, ctx, c, &echov1.BidiRequest{Message: fmt.Sprint("again ", i)})
-		next(t, ctx, c)
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: fmt.Sprint("again ", i)})
+		v1test.Next(t, ctx, c)
 	}
 	// The calls from the other address give their places back once the
 	// server side of each has finished, which may be after the client saw
@@ -222,8 +224,8 @@ func TestLimitsCountHTTP(t *testing.T) {
 	}
 
 	ws := dialer{src: "127.0.0.2"}.mustDial(t, ctx, r.url, bidiRoute)
-	send(t, ctx, ws, &echov1.BidiRequest{Message: "held"})
-	next(t, ctx, ws)
+	v1test.Send(t, ctx, ws, &echov1.BidiRequest{Message: "held"})
+	v1test.Next(t, ctx, ws)
 	const want = "grpcws: too many connections from your address: try again later"
 	if err := echo("127.0.0.2"); connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), want) {
 		t.Errorf("gRPC-Web call beside a WebSocket from one address: %v; want RESOURCE_EXHAUSTED %q", err, want)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/v1test"
+
 	"github.com/coder/websocket"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -22,7 +24,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
@@ -233,46 +234,6 @@ func (d dialer) mustDial(t *testing.T, ctx context.Context, url, subprotocol str
 	return c
 }
 
-func send(t *testing.T, ctx context.Context, c *websocket.Conn, m proto.Message) {
-	t.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Write(ctx, websocket.MessageBinary, b); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-}
-
-// next reads frames until a message, and fails on a close.
-func next(t *testing.T, ctx context.Context, c *websocket.Conn) []byte {
-	t.Helper()
-	for {
-		typ, b, err := c.Read(ctx)
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		if typ == websocket.MessageBinary {
-			return b
-		}
-	}
-}
-
-// closeCode reads until the connection closes and returns the close code
-// and the number of messages read.
-func closeCode(ctx context.Context, c *websocket.Conn) (websocket.StatusCode, int) {
-	n := 0
-	for {
-		typ, _, err := c.Read(ctx)
-		if err != nil {
-			return websocket.CloseStatus(err), n
-		}
-		if typ == websocket.MessageBinary {
-			n++
-		}
-	}
-}
-
 // callEcho makes one Echo call and returns the close code.
 func callEcho(t *testing.T, ctx context.Context, d dialer, url string) websocket.StatusCode {
 	t.Helper()
@@ -280,8 +241,8 @@ func callEcho(t *testing.T, ctx context.Context, d dialer, url string) websocket
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	send(t, ctx, c, &echov1.EchoRequest{Message: "hi"})
-	code, _ := closeCode(ctx, c)
+	v1test.Send(t, ctx, c, &echov1.EchoRequest{Message: "hi"})
+	code, _ := v1test.CloseCode(ctx, c)
 	return code
 }
 
@@ -323,7 +284,7 @@ func TestExposeOnlyChosen(t *testing.T) {
 	})
 	for _, route := range []string{tickerRoute, "chat.v1", "grpc.reflection.v1.ServerReflection.ServerReflectionInfo"} {
 		c := dialer{}.mustDial(t, ctx, r.url, route)
-		if code, _ := closeCode(ctx, c); code != 4012 {
+		if code, _ := v1test.CloseCode(ctx, c); code != 4012 {
 			t.Errorf("%s: close %d; want 4012 (not exposed)", route, code)
 		}
 	}
@@ -366,7 +327,7 @@ func TestReflectionRefresh(t *testing.T) {
 	r.waitReady(t)
 	ctx := testContext(t)
 	c := dialer{}.mustDial(t, ctx, r.url, "chat.v1")
-	if code, _ := closeCode(ctx, c); code != 4012 {
+	if code, _ := v1test.CloseCode(ctx, c); code != 4012 {
 		t.Fatalf("chat before: close %d; want 4012", code)
 	}
 	b.stop()
@@ -374,7 +335,7 @@ func TestReflectionRefresh(t *testing.T) {
 	b.start()
 	waitFor(t, "the chat route", func() bool {
 		c := dialer{}.mustDial(t, ctx, r.url, "chat.v1")
-		send(t, ctx, c, &chatv1.ChatRequest{Kind: &chatv1.ChatRequest_Join{Join: &chatv1.Join{Room: "r", Nickname: "n"}}})
+		v1test.Send(t, ctx, c, &chatv1.ChatRequest{Kind: &chatv1.ChatRequest_Join{Join: &chatv1.Join{Room: "r", Nickname: "n"}}})
 		typ, _, err := c.Read(ctx)
 		c.CloseNow()
 		return err == nil && typ == websocket.MessageText // the headers: the route exists
@@ -392,14 +353,14 @@ func TestLimits(t *testing.T) {
 	ctx := testContext(t)
 	open := func(src string) *websocket.Conn {
 		c := dialer{src: src}.mustDial(t, ctx, r.url, bidiRoute)
-		send(t, ctx, c, &echov1.BidiRequest{Message: src})
-		next(t, ctx, c)
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: src})
+		v1test.Next(t, ctx, c)
 		return c
 	}
 	refused := func(src string) {
 		t.Helper()
 		c := dialer{src: src}.mustDial(t, ctx, r.url, bidiRoute)
-		if code, _ := closeCode(ctx, c); code != websocket.StatusTryAgainLater {
+		if code, _ := v1test.CloseCode(ctx, c); code != websocket.StatusTryAgainLater {
 			t.Errorf("from %s: close %d; want 1013", src, code)
 		}
 	}
@@ -408,8 +369,8 @@ func TestLimits(t *testing.T) {
 	conns = append(conns, open("127.0.0.3"))
 	refused("127.0.0.4") // in total
 	for _, c := range conns {
-		send(t, ctx, c, &echov1.BidiRequest{Message: "undisturbed"})
-		next(t, ctx, c)
+		v1test.Send(t, ctx, c, &echov1.BidiRequest{Message: "undisturbed"})
+		v1test.Next(t, ctx, c)
 	}
 	_, body := r.get(t, "/metrics")
 	if want := `grpcws_handshakes_total{outcome="over_limit"} 2`; !strings.Contains(body, want) {
@@ -427,16 +388,16 @@ func TestMetrics(t *testing.T) {
 
 	c := dialer{}.mustDial(t, ctx, r.url, uploadRoute)
 	for range 3 {
-		send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("12345")}) // 7 bytes
+		v1test.Send(t, ctx, c, &echov1.UploadRequest{Chunk: []byte("12345")}) // 7 bytes
 	}
 	if err := c.Write(ctx, websocket.MessageText, []byte(`#{"endSend":{}}`)); err != nil {
 		t.Fatal(err)
 	}
-	if code, n := closeCode(ctx, c); code != websocket.StatusNormalClosure || n != 1 {
+	if code, n := v1test.CloseCode(ctx, c); code != websocket.StatusNormalClosure || n != 1 {
 		t.Fatalf("upload: close %d, %d messages; want 1000, 1", code, n)
 	}
 	c = dialer{}.mustDial(t, ctx, r.url, "no.such.Route")
-	closeCode(ctx, c)
+	v1test.CloseCode(ctx, c)
 
 	want := []string{
 		`grpcws_handshakes_total{outcome="accepted"} 1`,
@@ -480,11 +441,11 @@ func TestDrain(t *testing.T) {
 	ctx := testContext(t)
 
 	finishing := dialer{}.mustDial(t, ctx, r.url, bidiRoute)
-	send(t, ctx, finishing, &echov1.BidiRequest{Message: "a"})
-	next(t, ctx, finishing)
+	v1test.Send(t, ctx, finishing, &echov1.BidiRequest{Message: "a"})
+	v1test.Next(t, ctx, finishing)
 	endless := dialer{}.mustDial(t, ctx, r.url, tickerRoute)
-	send(t, ctx, endless, &echov1.TickerRequest{Interval: durationpb.New(50 * time.Millisecond)})
-	next(t, ctx, endless)
+	v1test.Send(t, ctx, endless, &echov1.TickerRequest{Interval: durationpb.New(50 * time.Millisecond)})
+	v1test.Next(t, ctx, endless)
 
 	stopped := make(chan error, 1)
 	began := time.Now()
@@ -494,20 +455,20 @@ func TestDrain(t *testing.T) {
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "draining")
 	})
 	c := dialer{}.mustDial(t, ctx, r.url, echoRoute)
-	if code, _ := closeCode(ctx, c); code != websocket.StatusGoingAway {
+	if code, _ := v1test.CloseCode(ctx, c); code != websocket.StatusGoingAway {
 		t.Errorf("new connection while draining: close %d; want 1001", code)
 	}
 	// The finishing stream still works, to its natural end.
-	send(t, ctx, finishing, &echov1.BidiRequest{Message: "b"})
-	next(t, ctx, finishing)
+	v1test.Send(t, ctx, finishing, &echov1.BidiRequest{Message: "b"})
+	v1test.Next(t, ctx, finishing)
 	if err := finishing.Write(ctx, websocket.MessageText, []byte(`#{"endSend":{}}`)); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := closeCode(ctx, finishing); code != websocket.StatusNormalClosure {
+	if code, _ := v1test.CloseCode(ctx, finishing); code != websocket.StatusNormalClosure {
 		t.Errorf("finishing stream: close %d; want 1000", code)
 	}
 	// The endless one ticks through the grace period, then gets 1001.
-	code, ticks := closeCode(ctx, endless)
+	code, ticks := v1test.CloseCode(ctx, endless)
 	if code != websocket.StatusGoingAway || ticks < 3 {
 		t.Errorf("endless stream: close %d after %d ticks; want 1001 after several", code, ticks)
 	}
@@ -547,8 +508,8 @@ func TestTLS(t *testing.T) {
 	d := dialer{tls: &tls.Config{RootCAs: pki.CertPool}}
 
 	open := d.mustDial(t, ctx, r.url, bidiRoute)
-	send(t, ctx, open, &echov1.BidiRequest{Message: "before"})
-	next(t, ctx, open)
+	v1test.Send(t, ctx, open, &echov1.BidiRequest{Message: "before"})
+	v1test.Next(t, ctx, open)
 	before := serial(t, pki.CertPool, r.Addr().String())
 
 	after := pki.Rotate(t, "bridge", "127.0.0.1")
@@ -558,8 +519,8 @@ func TestTLS(t *testing.T) {
 	if before.Cmp(after) == 0 {
 		t.Fatal("the rotation kept the serial")
 	}
-	send(t, ctx, open, &echov1.BidiRequest{Message: "after"})
-	next(t, ctx, open)
+	v1test.Send(t, ctx, open, &echov1.BidiRequest{Message: "after"})
+	v1test.Next(t, ctx, open)
 	if code := callEcho(t, ctx, d, r.url); code != websocket.StatusNormalClosure {
 		t.Errorf("echo with the new certificate: close %d", code)
 	}
@@ -660,8 +621,8 @@ func TestReloadKeepsStreams(t *testing.T) {
 	r.waitReady(t)
 	ctx := testContext(t)
 	open := dialer{}.mustDial(t, ctx, r.url, bidiRoute)
-	send(t, ctx, open, &echov1.BidiRequest{Message: "before"})
-	next(t, ctx, open)
+	v1test.Send(t, ctx, open, &echov1.BidiRequest{Message: "before"})
+	v1test.Next(t, ctx, open)
 
 	mu.Lock()
 	current = next2
@@ -672,13 +633,13 @@ func TestReloadKeepsStreams(t *testing.T) {
 	// The second backend has the chat service.
 	waitFor(t, "the chat route", func() bool {
 		c := dialer{}.mustDial(t, ctx, r.url, "chat.v1")
-		send(t, ctx, c, &chatv1.ChatRequest{Kind: &chatv1.ChatRequest_Join{Join: &chatv1.Join{Room: "r", Nickname: "n"}}})
+		v1test.Send(t, ctx, c, &chatv1.ChatRequest{Kind: &chatv1.ChatRequest_Join{Join: &chatv1.Join{Room: "r", Nickname: "n"}}})
 		typ, _, err := c.Read(ctx)
 		c.CloseNow()
 		return err == nil && typ == websocket.MessageText
 	})
-	send(t, ctx, open, &echov1.BidiRequest{Message: "after"})
-	next(t, ctx, open)
+	v1test.Send(t, ctx, open, &echov1.BidiRequest{Message: "after"})
+	v1test.Next(t, ctx, open)
 
 	// A failed reload keeps what runs.
 	mu.Lock()

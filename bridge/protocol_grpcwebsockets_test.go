@@ -68,17 +68,17 @@ func lpm(flags byte, b []byte) []byte {
 
 // gwsResult is what the bridge sent on a grpc-websockets connection.
 type gwsResult struct {
-	meta     []map[string][]string // the metadata frames, in order
-	messages [][]byte
-	order    []string // "meta", "message"
-	close    websocket.StatusCode
+	Meta     []map[string][]string // the metadata frames, in order
+	Messages [][]byte
+	Order    []string // "meta", "message"
+	Close    websocket.StatusCode
 }
 
 func (r gwsResult) status() (codes.Code, string) {
-	if len(r.meta) == 0 {
+	if len(r.Meta) == 0 {
 		return codes.Code(999), ""
 	}
-	last := r.meta[len(r.meta)-1]
+	last := r.Meta[len(r.Meta)-1]
 	if len(last["grpc-status"]) == 0 {
 		return codes.Code(998), ""
 	}
@@ -99,7 +99,7 @@ func gwsReadAll(t *testing.T, ctx context.Context, c *websocket.Conn) gwsResult 
 	for {
 		_, b, err := c.Read(ctx)
 		if err != nil {
-			r.close = websocket.CloseStatus(err)
+			r.Close = websocket.CloseStatus(err)
 			if len(buf) > 0 {
 				t.Errorf("%d bytes of an incomplete frame before the close", len(buf))
 			}
@@ -124,11 +124,11 @@ func gwsReadAll(t *testing.T, ctx context.Context, c *websocket.Conn) gwsResult 
 					}
 					md[k] = append(md[k], v)
 				}
-				r.meta = append(r.meta, md)
-				r.order = append(r.order, "meta")
+				r.Meta = append(r.Meta, md)
+				r.Order = append(r.Order, "meta")
 			} else {
-				r.messages = append(r.messages, bytes.Clone(payload))
-				r.order = append(r.order, "message")
+				r.Messages = append(r.Messages, bytes.Clone(payload))
+				r.Order = append(r.Order, "message")
 			}
 			buf = buf[5+n:]
 		}
@@ -148,24 +148,24 @@ func TestGRPCWebsocketsRPCKinds(t *testing.T) {
 		if code, msg := r.status(); code != codes.OK || msg != "" {
 			t.Errorf("status %v %q; want OK", code, msg)
 		}
-		if !slices.Equal(r.order, []string{"meta", "message", "meta"}) {
-			t.Errorf("frames %q; want headers, message, trailers", r.order)
+		if !slices.Equal(r.Order, []string{"meta", "message", "meta"}) {
+			t.Errorf("frames %q; want headers, message, trailers", r.Order)
 		}
 		var res echov1.EchoResponse
-		if err := proto.Unmarshal(r.messages[0], &res); err != nil || res.GetMessage() != "grüß dich" {
+		if err := proto.Unmarshal(r.Messages[0], &res); err != nil || res.GetMessage() != "grüß dich" {
 			t.Errorf("response %v, %v", &res, err)
 		}
-		if got := r.meta[0]["x-echo-from"]; !slices.Equal(got, []string{"go"}) {
+		if got := r.Meta[0]["x-echo-from"]; !slices.Equal(got, []string{"go"}) {
 			t.Errorf("header x-echo-from %q; want go", got)
 		}
-		if got := r.meta[1]["x-echo-from"]; !slices.Equal(got, []string{"go"}) {
+		if got := r.Meta[1]["x-echo-from"]; !slices.Equal(got, []string{"go"}) {
 			t.Errorf("trailer x-echo-from %q; want go", got)
 		}
-		if got := r.meta[1]["x-echo-bin"]; !slices.Equal(got, []string{"AAEC"}) {
+		if got := r.Meta[1]["x-echo-bin"]; !slices.Equal(got, []string{"AAEC"}) {
 			t.Errorf("trailer x-echo-bin %q; want AAEC (unpadded base64 of 00 01 02)", got)
 		}
-		if r.close != websocket.StatusNormalClosure {
-			t.Errorf("close %d; want 1000", r.close)
+		if r.Close != websocket.StatusNormalClosure {
+			t.Errorf("close %d; want 1000", r.Close)
 		}
 	})
 
@@ -174,8 +174,8 @@ func TestGRPCWebsocketsRPCKinds(t *testing.T) {
 		gwsSend(t, ctx, c, &echov1.TickerRequest{Message: "t", Count: 3})
 		gwsFinish(t, ctx, c)
 		r := gwsReadAll(t, ctx, c)
-		if code, _ := r.status(); code != codes.OK || len(r.messages) != 3 {
-			t.Errorf("status %v, %d messages; want OK, 3", code, len(r.messages))
+		if code, _ := r.status(); code != codes.OK || len(r.Messages) != 3 {
+			t.Errorf("status %v, %d messages; want OK, 3", code, len(r.Messages))
 		}
 	})
 
@@ -193,8 +193,8 @@ func TestGRPCWebsocketsRPCKinds(t *testing.T) {
 		gwsFinish(t, ctx, c)
 		r := gwsReadAll(t, ctx, c)
 		var res echov1.UploadResponse
-		if len(r.messages) != 1 || proto.Unmarshal(r.messages[0], &res) != nil || res.GetMessages() != 3 || res.GetBytes() != 9 {
-			t.Errorf("upload counted %v (%d responses); want 3 messages, 9 bytes", &res, len(r.messages))
+		if len(r.Messages) != 1 || proto.Unmarshal(r.Messages[0], &res) != nil || res.GetMessages() != 3 || res.GetBytes() != 9 {
+			t.Errorf("upload counted %v (%d responses); want 3 messages, 9 bytes", &res, len(r.Messages))
 		}
 	})
 
@@ -205,8 +205,8 @@ func TestGRPCWebsocketsRPCKinds(t *testing.T) {
 		}
 		gwsFinish(t, ctx, c)
 		r := gwsReadAll(t, ctx, c)
-		if code, _ := r.status(); code != codes.OK || len(r.messages) != 2 {
-			t.Errorf("status %v, %d messages; want OK, 2", code, len(r.messages))
+		if code, _ := r.status(); code != codes.OK || len(r.Messages) != 2 {
+			t.Errorf("status %v, %d messages; want OK, 2", code, len(r.Messages))
 		}
 	})
 }
@@ -298,11 +298,11 @@ func TestGRPCWebsocketsErrors(t *testing.T) {
 			if code != tc.code || (tc.message != "" && msg != tc.message) {
 				t.Errorf("status %v %q; want %v %q", code, msg, tc.code, tc.message)
 			}
-			if tc.frames > 0 && len(r.meta) != tc.frames {
-				t.Errorf("%d metadata frames; want %d", len(r.meta), tc.frames)
+			if tc.frames > 0 && len(r.Meta) != tc.frames {
+				t.Errorf("%d metadata frames; want %d", len(r.Meta), tc.frames)
 			}
-			if r.close != websocket.StatusNormalClosure {
-				t.Errorf("close %d; want 1000 after the trailers", r.close)
+			if r.Close != websocket.StatusNormalClosure {
+				t.Errorf("close %d; want 1000 after the trailers", r.Close)
 			}
 		})
 	}
@@ -353,8 +353,8 @@ func TestGRPCWebsocketsCancelAndClose(t *testing.T) {
 		if code, msg := r.status(); code != codes.Unavailable || msg != "grpcws: bridge shutting down" {
 			t.Errorf("status %v %q; want UNAVAILABLE, shutting down", code, msg)
 		}
-		if r.close != websocket.StatusGoingAway {
-			t.Errorf("close %d; want 1001", r.close)
+		if r.Close != websocket.StatusGoingAway {
+			t.Errorf("close %d; want 1001", r.Close)
 		}
 	})
 }
@@ -401,7 +401,7 @@ func TestGRPCWebsocketsPrefix(t *testing.T) {
 	gwsSend(t, ctx, cc, &echov1.EchoRequest{Message: "prefixed"})
 	gwsFinish(t, ctx, cc)
 	r := gwsReadAll(t, ctx, cc)
-	if code, msg := r.status(); code != codes.OK || len(r.messages) != 1 {
-		t.Errorf("status %v %q, %d messages; want OK and the echo", code, msg, len(r.messages))
+	if code, msg := r.status(); code != codes.OK || len(r.Messages) != 1 {
+		t.Errorf("status %v %q, %d messages; want OK and the echo", code, msg, len(r.Messages))
 	}
 }
