@@ -12,8 +12,11 @@
 // The Handler also speaks grpcwebproxy's "grpc-websockets" protocol, chosen
 // by that subprotocol, for clients such as @improbable-eng/grpc-web's
 // WebsocketTransport: the route comes from the URL path and messages are
-// gRPC-Web frames (docs/grpc-websockets.md). Both protocols share the
-// Handler's origins, limits, observer and shutdown.
+// gRPC-Web frames (docs/grpc-websockets.md). With [WithHTTPProtocols] it
+// serves gRPC-Web, Connect and gRPC over HTTP too, through
+// connectrpc.com/vanguard. Every protocol shares the Handler's routes,
+// origins, limits, metadata rules, observer, log and shutdown: one policy
+// for every front door.
 //
 // # Glossary
 //
@@ -33,11 +36,17 @@
 // ([Reflect]). In the binary encoding it forwards message bytes without
 // decoding them.
 //
+// # Errors
+//
+// Text a client can read (a status message, a close reason) starts with
+// "grpcws:"; errors of the Go API start with "bridge:".
+//
 // # Concurrency
 //
 // A Handler is safe for concurrent use. The goroutine that serves a
-// connection owns it: it runs two pumps, upstream (client to backend) and
-// downstream (backend to client), and returns only when both have. Either
+// connection or a call owns it: it runs two pumps, upstream (client to
+// backend) and downstream (backend to client), and returns only when both
+// have. Either
 // side's end cancels the other: a client that closes or vanishes cancels
 // the backend stream at once, and the backend's status closes the
 // connection. Each pump waits for the other side to take a message before

@@ -6,11 +6,13 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// A Refusal is why the Handler refused a WebSocket connection.
+// A Refusal is why the Handler refused a WebSocket connection or an HTTP
+// call.
 type Refusal string
 
-// The reasons for refusing a connection. See docs/protocol.md, section 5,
-// for the close code of each.
+// The reasons for refusing a connection or a call. See docs/protocol.md,
+// section 5, for the close code of each on a WebSocket; an HTTP call gets
+// the status in its protocol.
 const (
 	RefusedUnknownRoute Refusal = "unknown_route"  // no subprotocol, or none names a route (4012)
 	RefusedOrigin       Refusal = "origin_refused" // a cross-site Origin not allowed (4007)
@@ -19,8 +21,8 @@ const (
 	RefusedShutdown     Refusal = "shutting_down"  // the Handler is shutting down (1001)
 )
 
-// An Observer is told what happens to every connection a Handler serves,
-// for metrics. Its methods, and those of the StreamObservers it returns, are
+// An Observer is told what happens to every connection and call a Handler
+// serves, for metrics. Its methods, and those of the StreamObservers it returns, are
 // called from the connections' goroutines: they must be safe for concurrent
 // use and must not block.
 type Observer interface {
@@ -35,10 +37,10 @@ type Observer interface {
 // RPC's goroutines, ClientMessage and ServerMessage possibly at once.
 type StreamObserver interface {
 	// ClientMessage is called for each message from the client that the
-	// bridge forwards, with its size in bytes on the WebSocket.
+	// bridge forwards, with its size in bytes on the wire.
 	ClientMessage(size int)
 	// ServerMessage is called for each message from the backend written to
-	// the client, with its size in bytes on the WebSocket.
+	// the client, with its size in bytes on the wire.
 	ServerMessage(size int)
 	// Ended is called once, when the RPC has ended with code.
 	Ended(code codes.Code, duration time.Duration)

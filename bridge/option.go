@@ -9,6 +9,7 @@ import (
 )
 
 // Default values of the options. Each WithX documents what zero means.
+// DefaultReadTimeout is WithReadTimeout's, for HTTP calls.
 const (
 	DefaultMaxMessageSize = 4 << 20 // the same as gRPC's default receive limit
 	DefaultPingInterval   = 30 * time.Second

@@ -22,7 +22,12 @@ import (
 // A Service is a gRPC service the bridge exposes, and the connection to the
 // backend that serves it. The Handler does not own Conn: it never closes it.
 type Service struct {
+	// Desc describes the service: its methods and their messages, which the
+	// bridge needs for routes and for JSON. Required. See ReadDescriptorSet
+	// and Reflect for descriptors that are not compiled in.
 	Desc protoreflect.ServiceDescriptor
+	// Conn is the connection to the backend that serves the service,
+	// usually a *grpc.ClientConn, shared by every RPC. Required.
 	Conn grpc.ClientConnInterface
 
 	// Methods, when not empty, limits the service to the methods with these

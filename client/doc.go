@@ -61,5 +61,7 @@
 // Every error is a gRPC status. SendMsg returns io.EOF once the RPC has
 // ended, as gRPC's does, and RecvMsg then returns the status. A connection
 // that closes without the bridge's end frame is mapped to a status by its
-// close code, as docs/protocol.md, section 5, says.
+// close code, as docs/protocol.md, section 5, says. Status messages start
+// with "grpcws:" when the bridge or this package wrote them; errors of the
+// Go API (New) start with "client:".
 package client

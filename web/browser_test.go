@@ -1,7 +1,7 @@
 package web_test
 
 // End-to-end tests in headless chromium: the demo page and the TypeScript
-// client, served by web.Handler next to a bridge in front of a real gRPC
+// client, served by demo.Handler next to a bridge in front of a real gRPC
 // backend, all on 127.0.0.1. The page exposes the client as `grpcws`.
 
 import (
