@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/grpcws/grpcws/internal/descset"
 	"github.com/grpcws/grpcws/internal/proc"
 )
 
@@ -44,19 +42,7 @@ func startEnv(ctx context.Context, bridgePath string, extra []string) (*env, err
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 
-	set, err := descset.Marshal(testgrpc.File_grpc_testing_benchmark_service_proto)
-	if err != nil {
-		e.close()
-		return nil, err
-	}
-	descriptors := filepath.Join(e.dir, "benchmark.binpb")
-	if err := os.WriteFile(descriptors, set, 0o600); err != nil {
-		e.close()
-		return nil, err
-	}
-	args := append([]string{"--backend", e.backendAddr, "--descriptors", descriptors, "--expose", "*", "--log-level", "warn",
-		"--max-connections", "0", "--max-connections-per-ip", "0"}, extra...)
-	if e.bridge, err = proc.StartSidecar(ctx, bridgePath, os.Stderr, args...); err != nil {
+	if e.bridge, err = proc.StartBridge(ctx, bridgePath, e.dir, e.backendAddr, testgrpc.File_grpc_testing_benchmark_service_proto, os.Stderr, extra...); err != nil {
 		e.close()
 		return nil, fmt.Errorf("bridge %s: %w", bridgePath, err)
 	}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
-	"github.com/grpcws/grpcws/internal/descset"
 	"github.com/grpcws/grpcws/internal/proc"
 	"github.com/grpcws/grpcws/internal/procstat"
 )
@@ -47,16 +46,6 @@ func startEnv(ctx context.Context, bridgePath string) (*env, error) {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 
-	set, err := descset.Marshal(echov1.File_examples_echo_v1_echo_proto)
-	if err != nil {
-		e.close()
-		return nil, err
-	}
-	descriptors := filepath.Join(e.dir, "echo.binpb")
-	if err := os.WriteFile(descriptors, set, 0o600); err != nil {
-		e.close()
-		return nil, err
-	}
 	e.bridgeLog = filepath.Join(e.dir, "bridge.log")
 	logFile, err := os.Create(e.bridgeLog)
 	if err != nil {
@@ -64,9 +53,7 @@ func startEnv(ctx context.Context, bridgePath string) (*env, error) {
 		return nil, err
 	}
 	defer logFile.Close() // the child has its own descriptor
-	e.bridge, err = proc.StartSidecar(ctx, bridgePath, logFile,
-		"--backend", e.backendAddr, "--descriptors", descriptors, "--expose", "*",
-		"--max-connections", "0", "--max-connections-per-ip", "0", "--log-level", "warn", "--pprof")
+	e.bridge, err = proc.StartBridge(ctx, bridgePath, e.dir, e.backendAddr, echov1.File_examples_echo_v1_echo_proto, logFile, "--pprof")
 	if err != nil {
 		e.close()
 		return nil, fmt.Errorf("bridge: %w", err)

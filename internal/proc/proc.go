@@ -14,10 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/grpcws/grpcws/internal/descset"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // A Proc is a started process whose exit is reaped by a goroutine of its
@@ -87,6 +91,24 @@ func StartSidecar(ctx context.Context, path string, stderr io.Writer, args ...st
 		return nil, fmt.Errorf("%s: no admin address in %q", path, rest)
 	}
 	return &Sidecar{Proc: p, Addr: addr, Admin: strings.TrimSuffix(admin, ")")}, nil
+}
+
+// StartBridge starts the grpcws binary at path in front of the backend at
+// backendAddr, as the benchmark and the soak measure it: every service of
+// file exposed, from a descriptor set written into dir, no connection
+// limits, warnings only in the log; extra flags last.
+func StartBridge(ctx context.Context, path, dir, backendAddr string, file protoreflect.FileDescriptor, stderr io.Writer, extra ...string) (*Sidecar, error) {
+	set, err := descset.Marshal(file)
+	if err != nil {
+		return nil, err
+	}
+	descriptors := filepath.Join(dir, "services.binpb")
+	if err := os.WriteFile(descriptors, set, 0o600); err != nil {
+		return nil, err
+	}
+	args := append([]string{"--backend", backendAddr, "--descriptors", descriptors, "--expose", "*",
+		"--max-connections", "0", "--max-connections-per-ip", "0", "--log-level", "warn"}, extra...)
+	return StartSidecar(ctx, path, stderr, args...)
 }
 
 // Metrics reads the sidecar's metrics without labels, and those with, by
