@@ -114,9 +114,9 @@ type session struct {
 	start   time.Time
 	cancel  context.CancelCauseFunc
 	obs     StreamObserver
-	writes  *watchdog
+	writes  watchdog
 	idle    *idleTimer  // nil without an idle timeout
-	alive   *keepalive  // nil without pings, or when the framing has none
+	alive   keepalive   // not started without pings, or when the framing has none
 	sending atomic.Bool // upstream is in SendMsg: the client is not read meanwhile
 	counts  counters
 	outcome codes.Code
@@ -132,7 +132,7 @@ type session struct {
 func newSession(ctx context.Context, h *Handler, rt *route, f framing, log *slog.Logger) (*session, context.Context) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	s := &session{h: h, route: rt, f: f, log: log, start: time.Now(), cancel: cancel, obs: nopObserver{}}
-	s.writes = newWatchdog(h.cfg.writeTimeout, func() {
+	s.writes.init(h.cfg.writeTimeout, func() {
 		s.fail(&failure{silent: true, status: status.Newf(codes.Unavailable, "grpcws: client took no data for %v", h.cfg.writeTimeout)})
 		f.abort()
 	})
@@ -405,7 +405,7 @@ func (s *session) startTimers(ctx context.Context) {
 		})
 	}
 	if p, ok := s.f.(pinger); ok && s.h.cfg.pingInterval > 0 {
-		s.alive = startKeepalive(s.h.cfg.pingInterval, s.h.cfg.pingTimeout, p, &s.sending, ctx.Done(), func() {
+		s.alive.start(s.h.cfg.pingInterval, s.h.cfg.pingTimeout, p, &s.sending, ctx.Done(), func() {
 			s.fail(&failure{silent: true, status: status.Newf(codes.Unavailable,
 				"grpcws: client did not answer a ping within %v", s.h.cfg.pingTimeout)})
 			s.f.abort() // unblocks a write to a client that is gone

@@ -25,13 +25,19 @@ type watchdog struct {
 var errWriteStalled = errors.New("bridge: write stalled")
 
 func newWatchdog(timeout time.Duration, onStall func()) *watchdog {
-	w := &watchdog{timeout: timeout}
+	w := new(watchdog)
+	w.init(timeout, onStall)
+	return w
+}
+
+// init readies a watchdog that is part of a larger value.
+func (w *watchdog) init(timeout time.Duration, onStall func()) {
+	w.timeout = timeout
 	w.timer = time.AfterFunc(time.Hour, func() {
 		w.stalled.Store(true)
 		onStall()
 	})
 	w.timer.Stop()
-	return w
 }
 
 // guard runs write under the watchdog. Calls of guard must not overlap.
@@ -96,8 +102,8 @@ func (t *idleTimer) stop() {
 // A keepalive pings the client every interval and calls onDead when a pong
 // does not come within the timeout. While the bridge waits for the backend
 // to take a message (sending), nothing reads the client, so a missing pong
-// is no news about it; a ping that cannot be written is. A nil keepalive
-// does nothing.
+// is no news about it; a ping that cannot be written is. The zero
+// keepalive, never started, does nothing.
 type keepalive struct {
 	interval, timeout time.Duration
 	p                 pinger
@@ -111,12 +117,11 @@ type keepalive struct {
 	pinging sync.WaitGroup
 }
 
-func startKeepalive(interval, timeout time.Duration, p pinger, sending *atomic.Bool, ended <-chan struct{}, onDead func()) *keepalive {
-	k := &keepalive{interval: interval, timeout: timeout, p: p, sending: sending, ended: ended, onDead: onDead}
+func (k *keepalive) start(interval, timeout time.Duration, p pinger, sending *atomic.Bool, ended <-chan struct{}, onDead func()) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.interval, k.timeout, k.p, k.sending, k.ended, k.onDead = interval, timeout, p, sending, ended, onDead
 	k.timer = time.AfterFunc(interval, k.ping)
-	return k
 }
 
 func (k *keepalive) ping() {
@@ -159,12 +164,11 @@ func (k *keepalive) ping() {
 
 // stop stops the pings and waits for one under way.
 func (k *keepalive) stop() {
-	if k == nil {
-		return
-	}
 	k.mu.Lock()
 	k.closed = true
-	k.timer.Stop()
+	if k.timer != nil {
+		k.timer.Stop()
+	}
 	k.mu.Unlock()
 	k.pinging.Wait()
 }
