@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -199,7 +200,7 @@ func TestNeverEndingBodies(t *testing.T) {
 	const (
 		flood   = 3000
 		perAddr = 50
-		timeout = time.Second
+		timeout = 3 * time.Second
 	)
 	s := startBinary(t, fmt.Sprintf("  max_connections_per_ip: %d\n  read_timeout: %v\n", perAddr, timeout))
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -222,6 +223,7 @@ func TestNeverEndingBodies(t *testing.T) {
 		err    error
 	}
 	outcomes := make(chan outcome, flood)
+	var refused atomic.Int64
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -243,13 +245,28 @@ func TestNeverEndingBodies(t *testing.T) {
 				return
 			}
 			res.Body.Close()
+			if res.StatusCode == http.StatusTooManyRequests {
+				refused.Add(1)
+			}
 			outcomes <- outcome{status: res.StatusCode, took: time.Since(begin)}
 		})
 	}
-	// While the held ones wait for their bodies, the sidecar holds about
-	// one descriptor each, not one per request sent.
-	time.Sleep(timeout / 2)
-	fdsDuring, _ := figures()
+	// Once the others are refused, while the held ones wait for their
+	// bodies, the sidecar holds about one descriptor each, not one per
+	// request sent.
+	var fdsDuring int
+	for deadline := start.Add(timeout - 500*time.Millisecond); ; {
+		if n := refused.Load(); n >= flood-perAddr {
+			if fdsDuring, _ = figures(); fdsDuring <= fds0+2*perAddr {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			fdsDuring, _ = figures()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	wg.Wait()
 	close(outcomes)
 	counts := map[int]int{}
