@@ -20,9 +20,10 @@ run: ## Run the bridge with the built-in demo backend on 127.0.0.1:8080
 	go run ./cmd/grpcws --demo
 
 .PHONY: test
-test: tools ## Run every test: Go with -race (Chromium tests included), the TS client in Node, benchmarks once, fuzz briefly
+test: tools ## Run every test: Go with -race (Chromium tests included), the TS client in Node and as a packed npm package, benchmarks once, fuzz briefly
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
 	$(MAKE) test-web
+	$(MAKE) test-pack
 	go test -run='^$$' -bench=. -benchtime=1x ./...
 	$(MAKE) fuzz-short
 	$(MAKE) soak-short
@@ -33,6 +34,14 @@ test: tools ## Run every test: Go with -race (Chromium tests included), the TS c
 test-web: tools ## Run the TypeScript client's tests in Node, against a real bridge
 	go build -o bin/grpcws-testserver ./web/internal/testserver
 	cd web && GRPCWS_TESTSERVER=../bin/grpcws-testserver npm test --silent
+
+# As a new user would: npm pack web/, install the tarball in an empty
+# project with the pinned connect-es, protobuf-es, ws and TypeScript, buf
+# generate the echo service there, type-check, and run a unary and a bidi
+# call against grpcws --demo. Under 10 s once npm's cache is warm.
+.PHONY: test-pack
+test-pack: tools ## Install the packed TS client in an empty project and call grpcws --demo with it
+	node web/scripts/pack-test.mjs
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 60s: make fuzz FUZZTIME=10m)

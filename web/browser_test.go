@@ -2,7 +2,8 @@ package web_test
 
 // End-to-end tests in headless chromium: the demo page and the TypeScript
 // client, served by demo.Handler next to a bridge in front of a real gRPC
-// backend, all on 127.0.0.1. The page exposes the client as `grpcws`.
+// backend, all on 127.0.0.1. The page exposes the transport, connect-es's
+// createClient and the clients it made as `grpcws`.
 
 import (
 	"context"
@@ -184,6 +185,40 @@ func TestBrowserChat(t *testing.T) {
 	}
 }
 
+// The chat comes back by itself when its stream ends with an error worth
+// retrying, here the bridge's bound on a stream's duration: a new stream
+// joins again, and what the user says goes up the new one.
+func TestBrowserChatReconnect(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, bridge.WithMaxStreamDuration(2*time.Second))
+	ctx := newTab(t, 30*time.Second)
+	open(t, ctx, s.url+"/#reconnect")
+	do(t, ctx,
+		chromedp.SetValue(chromedp.ID("nickname"), "cat"),
+		chromedp.Click(chromedp.CSS("#join-form button[type=submit]")),
+	)
+	waitFor(t, ctx, "cat in the room", `document.getElementById("status").textContent === "live"`)
+	notes := `[...document.querySelectorAll("#messages .msg.system .bubble")].map((e) => e.textContent)`
+	waitFor(t, ctx, "the reconnect", notes+`.includes("reconnected")`)
+	lost := eval[[]string](t, ctx, notes+`.filter((n) => n.startsWith("connection lost"))`)
+	if len(lost) != 1 || !strings.HasPrefix(lost[0], "connection lost (DEADLINE_EXCEEDED") {
+		t.Errorf("notes of the lost connection: %q; want one, DEADLINE_EXCEEDED", lost)
+	}
+	do(t, ctx,
+		chromedp.SetValue(chromedp.ID("say"), "still here"),
+		chromedp.Click(chromedp.CSS("#say-form button[type=submit]")),
+	)
+	waitFor(t, ctx, "the message after the reconnect", `[...document.querySelectorAll("#messages .msg.mine .bubble")].some((e) => e.textContent === "still here")`)
+
+	call, err := s.backend.WaitCall(backendContext(t), "/examples.chat.v1.ChatService/Chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !call.HasDeadline {
+		t.Error("the first Chat at the backend had no deadline")
+	}
+}
+
 // screenshots saves the page at desktop and phone sizes, into
 // $GRPCWS_SCREENSHOTS when set, and checks that the phone layout does not
 // scroll sideways.
@@ -242,44 +277,42 @@ func TestBrowserRPCKinds(t *testing.T) {
 		JSON                             []string
 	}
 	got := eval[result](t, ctx, `(async () => {
-		const { echo, createClient, EchoService } = grpcws;
-		const md = { metadata: { "x-echo-from": "chromium" } };
+		const { echo, createClient, createGrpcwsTransport, createWritableIterable, EchoService } = grpcws;
+		const headers = { "x-echo-from": "chromium" };
 		const out = {};
 
 		let hd, tr;
-		const res = await echo.echo({ message: "grüß dich ✓" }, { ...md, onHeaders: (h) => (hd = h), onTrailers: (t) => (tr = t) });
+		const res = await echo.echo({ message: "grüß dich ✓" }, { headers, onHeader: (h) => (hd = h), onTrailer: (t) => (tr = t) });
 		out.Unary = res.message;
 		out.UnaryHeader = hd.get("x-echo-from");
 		out.UnaryTrailer = tr.get("x-echo-from");
 
-		const ticker = echo.ticker({ message: "t", count: 4 }, md);
+		let th;
 		out.Ticks = [];
-		for await (const m of ticker) out.Ticks.push(m.index);
-		out.TickerHeader = (await ticker.headers).get("x-echo-from");
+		for await (const m of echo.ticker({ message: "t", count: 4 }, { headers, onHeader: (h) => (th = h) })) out.Ticks.push(m.index);
+		out.TickerHeader = th.get("x-echo-from");
 
-		const up = echo.upload();
-		for (let i = 1; i <= 5; i++) up.send({ chunk: new Uint8Array(i) });
-		up.closeSend();
-		const sum = await up.response;
+		const sum = await echo.upload((async function* () {
+			for (let i = 1; i <= 5; i++) yield { chunk: new Uint8Array(i) };
+		})());
 		out.Upload = [Number(sum.messages), Number(sum.bytes)];
 
-		const bidi = echo.bidi();
+		// Push-style: write a message, read its answer, then the next.
+		const requests = createWritableIterable();
+		const bidi = echo.bidi(requests)[Symbol.asyncIterator]();
 		out.Bidi = [];
-		for (const m of ["one", "two", "three"]) {
-			bidi.send({ message: m + (m === "three" ? " 👋" : "") });
-			const r = await bidi.receive();
-			out.Bidi.push(r.message + "#" + r.index);
+		for (const m of ["one", "two", "three 👋"]) {
+			await requests.write({ message: m });
+			const r = await bidi.next();
+			out.Bidi.push(r.value.message + "#" + r.value.index);
 		}
-		bidi.closeSend();
-		out.BidiEnded = (await bidi.receive()) === undefined;
+		requests.close();
+		out.BidiEnded = (await bidi.next()).done;
 
-		const json = createClient(EchoService, location.href, { encoding: "json" });
+		const json = createClient(EchoService, createGrpcwsTransport({ baseUrl: location.href, useBinaryFormat: false }));
 		out.JSON = [(await json.echo({ message: "json" })).message];
-		const jb = json.bidi();
-		jb.send({ message: "a" });
-		jb.send({ message: "b" });
-		jb.closeSend();
-		for await (const r of jb) out.JSON.push(r.message + "#" + r.index);
+		const ab = (async function* () { yield { message: "a" }; yield { message: "b" }; })();
+		for await (const r of json.bidi(ab)) out.JSON.push(r.message + "#" + r.index);
 		return out;
 	})()`)
 
@@ -310,8 +343,9 @@ func TestBrowserRPCKinds(t *testing.T) {
 	}
 }
 
-// A status from the backend surfaces as a GrpcWsError with its code and
-// its message, non-ASCII included, through the client and through the page.
+// A status from the backend surfaces as a ConnectError with its code, its
+// message, non-ASCII included, and its details, through the client and
+// through the page.
 func TestBrowserErrorStatus(t *testing.T) {
 	t.Parallel()
 	s := newSite(t)
@@ -319,31 +353,41 @@ func TestBrowserErrorStatus(t *testing.T) {
 	open(t, ctx, s.url+"/")
 
 	const msg = "nicht gefunden: Straße ✗ 見つかりません"
+	type failure struct {
+		Code    int
+		Message string
+	}
 	type errResult struct {
-		IsGrpcWsError, IsError bool
-		Name, RawMessage       string
-		Message                string
-		Code                   int
-		CloseCode              *int
+		IsConnectError, IsError bool
+		Name, RawMessage        string
+		Message                 string
+		Code                    int
+		CodeName                string
+		CloseCode               *int
+		Details                 []failure
 	}
 	got := eval[errResult](t, ctx, fmt.Sprintf(`(async () => {
 		try {
 			await grpcws.echo.echo({ fail: { code: grpcws.Code.NotFound, message: %q } });
 			return {};
 		} catch (e) {
-			return { IsGrpcWsError: e instanceof grpcws.GrpcWsError, IsError: e instanceof Error, Name: e.name,
-				RawMessage: e.rawMessage, Message: e.message, Code: e.code, CloseCode: e.closeCode ?? null };
+			return { IsConnectError: e instanceof grpcws.ConnectError, IsError: e instanceof Error, Name: e.name,
+				RawMessage: e.rawMessage, Message: e.message, Code: e.code, CodeName: grpcws.codeToString(e.code),
+				CloseCode: grpcws.closeCodeOf(e) ?? null,
+				Details: e.findDetails(grpcws.FailureSchema).map((d) => ({ Code: d.code, Message: d.message })) };
 		}
 	})()`, msg))
-	want := errResult{IsGrpcWsError: true, IsError: true, Name: "GrpcWsError", RawMessage: msg, Message: "[not_found] " + msg, Code: 5}
+	want := errResult{IsConnectError: true, IsError: true, Name: "ConnectError", RawMessage: msg, Message: "[not_found] " + msg,
+		Code: 5, CodeName: "not_found", Details: []failure{{Code: 5, Message: msg}}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
 
 	// A status that ends a stream after messages: the messages, then the error.
 	type streamResult struct {
-		Ticks []int
-		Code  int
+		Ticks   []int
+		Code    int
+		Details []failure
 	}
 	sr := eval[streamResult](t, ctx, `(async () => {
 		const out = { Ticks: [] };
@@ -351,11 +395,13 @@ func TestBrowserErrorStatus(t *testing.T) {
 			for await (const m of grpcws.echo.ticker({ count: 2, fail: { code: 9, message: "à la fin" } })) out.Ticks.push(m.index);
 		} catch (e) {
 			out.Code = e.code;
+			out.Details = e.findDetails(grpcws.FailureSchema).map((d) => ({ Code: d.code, Message: d.message }));
 		}
 		return out;
 	})()`)
-	if !slices.Equal(sr.Ticks, []int{1, 2}) || sr.Code != int(codes.FailedPrecondition) {
-		t.Errorf("ticker that fails: %+v; want ticks 1, 2 then FAILED_PRECONDITION", sr)
+	if !slices.Equal(sr.Ticks, []int{1, 2}) || sr.Code != int(codes.FailedPrecondition) ||
+		!slices.Equal(sr.Details, []failure{{Code: 9, Message: "à la fin"}}) {
+		t.Errorf("ticker that fails: %+v; want ticks 1, 2 then FAILED_PRECONDITION with its Failure", sr)
 	}
 
 	// The page's unary card shows the typed error.
@@ -363,14 +409,15 @@ func TestBrowserErrorStatus(t *testing.T) {
 		chromedp.SetValue(chromedp.ID("echo-fail"), "5"),
 		chromedp.Click(chromedp.CSS("#echo-form button[type=submit]")),
 	)
-	waitFor(t, ctx, "the error in the unary card", `document.getElementById("echo-out").textContent.startsWith("GrpcWsError")`)
-	if got := eval[string](t, ctx, `document.getElementById("echo-out").textContent`); got != "GrpcWsError NOT_FOUND: nicht gefunden: no such greeting ✗" {
+	waitFor(t, ctx, "the error in the unary card", `document.getElementById("echo-out").textContent.startsWith("ConnectError")`)
+	if got := eval[string](t, ctx, `document.getElementById("echo-out").textContent`); got != "ConnectError NOT_FOUND: nicht gefunden: no such greeting ✗" {
 		t.Errorf("the page shows %q", got)
 	}
 }
 
 // Cancelling in the page reaches the backend: the Cancel button of the
-// ticker card (an AbortSignal), and leaving a for-await loop early.
+// ticker card, and aborting a bidi stream after its first answer (both an
+// AbortSignal: connect-es does not cancel a call whose loop is left early).
 func TestBrowserCancel(t *testing.T) {
 	t.Parallel()
 	s := newSite(t)
@@ -390,14 +437,17 @@ func TestBrowserCancel(t *testing.T) {
 	}
 
 	code := eval[int](t, ctx, `(async () => {
-		const bidi = grpcws.echo.bidi();
-		bidi.send({ message: "first" });
-		for await (const r of bidi) break; // cancels the RPC
-		try { await bidi.trailers; } catch (e) { return e.code; }
+		const ctl = new AbortController();
+		const requests = grpcws.createWritableIterable();
+		void requests.write({ message: "first" });
+		const bidi = grpcws.echo.bidi(requests, { signal: ctl.signal })[Symbol.asyncIterator]();
+		await bidi.next();
+		ctl.abort(); // cancels the RPC
+		try { await bidi.next(); } catch (e) { return e.code; }
 		return -1;
 	})()`)
 	if code != int(codes.Canceled) {
-		t.Errorf("the trailers of a stream left early rejected with code %d; want CANCELED", code)
+		t.Errorf("the stream aborted after its first answer ended with code %d; want CANCELED", code)
 	}
 	call, err = s.backend.WaitCall(backendContext(t), "/examples.echo.v1.EchoService/Bidi")
 	if err != nil {
@@ -421,26 +471,27 @@ func TestBrowserCrossOrigin(t *testing.T) {
 	ctx := newTab(t, 30*time.Second)
 	open(t, ctx, other.URL+"/")
 	type result struct {
-		OK            bool
-		IsGrpcWsError bool
-		Code          int
-		CloseCode     int
-		RawMessage    string
+		OK             bool
+		IsConnectError bool
+		Code           int
+		CloseCode      int
+		RawMessage     string
 	}
 	call := func(host string) result {
 		return eval[result](t, ctx, fmt.Sprintf(`(async () => {
-			const client = grpcws.createClient(grpcws.EchoService, "ws://%s/");
+			const client = grpcws.createClient(grpcws.EchoService, grpcws.createGrpcwsTransport({ baseUrl: "ws://%s/" }));
 			try {
 				await client.echo({ message: "from elsewhere" });
 				return { OK: true };
 			} catch (e) {
-				return { IsGrpcWsError: e instanceof grpcws.GrpcWsError, Code: e.code, CloseCode: e.closeCode, RawMessage: e.rawMessage };
+				return { IsConnectError: e instanceof grpcws.ConnectError, Code: e.code, CloseCode: grpcws.closeCodeOf(e),
+					RawMessage: e.rawMessage };
 			}
 		})()`, host))
 	}
 
 	got := call(refusing.host)
-	want := result{IsGrpcWsError: true, Code: int(codes.PermissionDenied), CloseCode: 4007,
+	want := result{IsConnectError: true, Code: int(codes.PermissionDenied), CloseCode: 4007,
 		RawMessage: fmt.Sprintf("grpcws: origin %q not allowed", other.URL)}
 	if got != want {
 		t.Errorf("cross-origin call: %+v\nwant %+v", got, want)
@@ -485,19 +536,13 @@ func TestBrowserLargeMessage(t *testing.T) {
 		out.DigestBefore = await hex(big);
 		out.DigestAfter = await hex(res.payload);
 
-		const up = echo.upload();
-		up.send({ chunk: big });
-		up.closeSend();
-		out.UploadBytes = Number((await up.response).bytes);
+		const times = async function* (n, m) { for (let i = 0; i < n; i++) yield m; };
+		out.UploadBytes = Number((await echo.upload(times(1, { chunk: big }))).bytes);
 
 		out.Generated = (await echo.echo({ responseSize: 1 << 20 })).payload.length;
 
-		const bidi = echo.bidi();
-		bidi.send({ payload: big });
-		bidi.send({ payload: big });
-		bidi.closeSend();
 		out.BidiSame = [];
-		for await (const r of bidi) out.BidiSame.push(same(r.payload, big));
+		for await (const r of echo.bidi(times(2, { payload: big }))) out.BidiSame.push(same(r.payload, big));
 		return out;
 	})()`)
 	if !got.EchoSame || got.EchoLen != 1<<20 || got.DigestBefore != got.DigestAfter {

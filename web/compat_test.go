@@ -30,16 +30,27 @@ import (
 	"github.com/grpcws/grpcws/internal/testbackend"
 )
 
-// compatBundle is web/compat/main.ts bundled, built once.
-var compatBundle struct {
-	once sync.Once
-	js   []byte
-	err  error
+// A testBundle is a test page's script: one entry point under web/,
+// bundled once, when a test first needs it.
+type testBundle struct {
+	entry string // relative to the repository's root
+	once  sync.Once
+	js    []byte
+	err   error
 }
 
-// bundleCompat runs the pinned esbuild from node_modules (npm ci). Without
-// it the test is skipped, unless CI is set.
+// compatBundle is web/compat/main.ts bundled.
+var compatBundle = &testBundle{entry: "web/compat/main.ts"}
+
+// bundleCompat returns compatBundle's script.
 func bundleCompat(t *testing.T) []byte {
+	t.Helper()
+	return compatBundle.build(t)
+}
+
+// build runs the pinned esbuild from node_modules (npm ci). Without it the
+// test is skipped, unless CI is set.
+func (b *testBundle) build(t *testing.T) []byte {
 	t.Helper()
 	esbuild, err := filepath.Abs(filepath.Join("..", "node_modules", ".bin", "esbuild"))
 	if err != nil {
@@ -51,21 +62,21 @@ func bundleCompat(t *testing.T) []byte {
 		}
 		t.Skipf("skipping: %s is missing (npm ci)", esbuild)
 	}
-	compatBundle.once.Do(func() {
-		cmd := exec.Command(esbuild, "web/compat/main.ts", "--bundle", "--format=iife", "--platform=browser",
+	b.once.Do(func() {
+		cmd := exec.Command(esbuild, b.entry, "--bundle", "--format=iife", "--platform=browser",
 			"--target=es2022", "--log-level=warning")
 		cmd.Dir = ".."
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
-		compatBundle.js, compatBundle.err = cmd.Output()
-		if compatBundle.err != nil {
-			compatBundle.err = fmt.Errorf("esbuild: %w: %s", compatBundle.err, stderr.String())
+		b.js, b.err = cmd.Output()
+		if b.err != nil {
+			b.err = fmt.Errorf("esbuild %s: %w: %s", b.entry, b.err, stderr.String())
 		}
 	})
-	if compatBundle.err != nil {
-		t.Fatal(compatBundle.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return compatBundle.js
+	return b.js
 }
 
 const compatPage = `<!doctype html><meta charset="utf-8"><title>grpcws compat</title><script src="/compat.js"></script>`
@@ -96,7 +107,12 @@ type compatSite struct {
 
 func newCompatSite(t *testing.T, origins ...string) *compatSite {
 	t.Helper()
-	js := bundleCompat(t)
+	return newHTTPSite(t, bundleCompat(t), origins...)
+}
+
+// newHTTPSite is newCompatSite with the page's script js.
+func newHTTPSite(t *testing.T, js []byte, origins ...string) *compatSite {
+	t.Helper()
 	b := testbackend.Start(t)
 	services := []bridge.Service{{Desc: echov1.File_examples_echo_v1_echo_proto.Services().ByName("EchoService"), Conn: b.Conn}}
 	discard := slog.New(slog.DiscardHandler)

@@ -63,6 +63,9 @@ func NewChatServer() *ChatServer {
 // handler returns, which ends a pending Recv.
 func (c *ChatServer) Chat(stream grpc.BidiStreamingServer[chatv1.ChatRequest, chatv1.ChatResponse]) error {
 	req, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return status.Error(codes.InvalidArgument, "the first message must be a join: the stream ended before one")
+	}
 	if err != nil {
 		return err
 	}

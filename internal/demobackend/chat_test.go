@@ -216,6 +216,7 @@ func TestChatInvalid(t *testing.T) {
 		name     string
 		requests []*chatv1.ChatRequest
 	}{
+		{"nothing", nil},
 		{"say first", []*chatv1.ChatRequest{sayRequest("x")}},
 		{"empty first", []*chatv1.ChatRequest{{}}},
 		{"empty nickname", []*chatv1.ChatRequest{joinRequest("r", " ")}},
@@ -236,6 +237,7 @@ func TestChatInvalid(t *testing.T) {
 			for _, req := range tt.requests {
 				_ = s.Send(req)
 			}
+			_ = s.CloseSend()
 			if err := expectEnd(s); status.Code(err) != codes.InvalidArgument {
 				t.Errorf("%v; want INVALID_ARGUMENT", err)
 			}

@@ -180,7 +180,8 @@ func checkFailure(f *echov1.Failure) error {
 	return nil
 }
 
-// failure returns the status f asks for, or nil.
+// failure returns the status f asks for, or nil. The status carries f as
+// its one detail, so clients can test that details arrive.
 func failure(f *echov1.Failure) error {
 	if err := checkFailure(f); err != nil {
 		return err
@@ -188,7 +189,11 @@ func failure(f *echov1.Failure) error {
 	if f.GetCode() == 0 {
 		return nil
 	}
-	return status.Error(codes.Code(f.GetCode()), f.GetMessage())
+	st, err := status.New(codes.Code(f.GetCode()), f.GetMessage()).WithDetails(f)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	return st.Err()
 }
 
 // sleep waits for d or until ctx is done.

@@ -1,23 +1,49 @@
 // The grpcws demo page: a chat on a bidi stream, and one card for each of
-// the other RPC kinds, all through @grpcws/client. The page is served by
-// the bridge's own host, so every WebSocket goes to the page's origin.
+// the other RPC kinds. Every call goes through a client of
+// @connectrpc/connect's createClient over the transport of @grpcws/client.
+// The page is served by the bridge's own host, so every WebSocket goes to
+// the page's origin.
 
 import "./style.css";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
-import { Code, CloseCode, GrpcWsError, codeName, createClient, isRetryable, withReconnect } from "../src/index.js";
-import type { BidiStream } from "../src/index.js";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
+import type { WritableIterable } from "@connectrpc/connect/protocol";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { CloseCode, closeCodeOf, createGrpcwsTransport, isRetryable, withReconnect } from "../src/index.js";
 import { ChatService } from "../src/gen/examples/chat/v1/chat_pb.js";
-import type { ChatMessage, ChatRequestSchema, ChatResponseSchema } from "../src/gen/examples/chat/v1/chat_pb.js";
-import { EchoService } from "../src/gen/examples/echo/v1/echo_pb.js";
+import type { ChatMessage, ChatRequestSchema } from "../src/gen/examples/chat/v1/chat_pb.js";
+import { EchoService, FailureSchema } from "../src/gen/examples/echo/v1/echo_pb.js";
+import type { UploadRequestSchema } from "../src/gen/examples/echo/v1/echo_pb.js";
 
-// The bridge listens where the page came from: "/" becomes ws://host/.
-const base = new URL(".", location.href);
-const chat = createClient(ChatService, base);
-const echo = createClient(EchoService, base);
+// The bridge listens where the page came from: "http://host/" becomes
+// ws://host/.
+const transport = createGrpcwsTransport({ baseUrl: new URL(".", location.href).href });
+const chat = createClient(ChatService, transport);
+const echo = createClient(EchoService, transport);
 
-// For the console (and the browser tests): the client and the services.
+// For the console (and the browser tests): the clients, the transport and
+// what it takes to make and read calls.
 Object.assign(globalThis, {
-  grpcws: { createClient, withReconnect, isRetryable, GrpcWsError, Code, CloseCode, codeName, ChatService, EchoService, chat, echo },
+  grpcws: {
+    createClient,
+    createGrpcwsTransport,
+    ConnectError,
+    Code,
+    CloseCode,
+    closeCodeOf,
+    codeToString,
+    createWritableIterable,
+    withReconnect,
+    isRetryable,
+    ChatService,
+    EchoService,
+    FailureSchema,
+    transport,
+    chat,
+    echo,
+  },
 });
 
 function $<T extends HTMLElement>(id: string): T {
@@ -39,10 +65,15 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, te
   return e;
 }
 
-function describe(e: unknown): string {
-  const err = GrpcWsError.from(e);
-  const close = err.closeCode !== undefined ? `, close ${String(err.closeCode)}` : "";
-  return `${codeName(err.code).toUpperCase()}${close}: ${err.rawMessage}`;
+/**
+ * describe says what went wrong: "NOT_FOUND: no such greeting", or with
+ * the close code when the bridge refused or the connection dropped,
+ * "UNAVAILABLE, close 1006: ...".
+ */
+function describe(err: ConnectError): string {
+  const closeCode = closeCodeOf(err);
+  const close = closeCode !== undefined ? `, close ${String(closeCode)}` : "";
+  return `${codeToString(err.code).toUpperCase()}${close}: ${err.rawMessage}`;
 }
 
 // ---------------------------------------------------------------- status
@@ -57,8 +88,12 @@ function setStatus(text: string, tone: Tone): void {
 
 // ---------------------------------------------------------------- chat
 
+type ChatRequestInit = MessageInitShape<typeof ChatRequestSchema>;
+
 let session: AbortController | undefined;
-let stream: BidiStream<typeof ChatRequestSchema, typeof ChatResponseSchema> | undefined;
+// What the user says goes into the current attempt's requests; each
+// attempt of the stream has its own.
+let outbox: WritableIterable<ChatRequestInit> | undefined;
 let me = "";
 
 const nickInput = $<HTMLInputElement>("nickname");
@@ -156,26 +191,35 @@ async function join(room: string, nickname: string): Promise<void> {
   try {
     await withReconnect(
       async ({ attempt, signal, connected }) => {
-        const s = chat.chat({ signal });
-        stream = s;
-        s.send({ kind: { case: "join", value: { room, nickname } } });
+        const requests = createWritableIterable<ChatRequestInit>();
+        outbox = requests;
+        // The join goes first. Nothing waits for a write: the stream's
+        // outcome is the loop's.
+        requests.write({ kind: { case: "join", value: { room, nickname } } }).catch(() => undefined);
         let first = true;
-        for await (const res of s) {
-          if (first) {
-            first = false;
-            connected();
-            setStatus("live", "live");
-            if (attempt > 0) {
-              addNote("reconnected");
+        try {
+          for await (const res of chat.chat(requests, { signal })) {
+            if (first) {
+              first = false;
+              connected();
+              setStatus("live", "live");
+              if (attempt > 0) {
+                addNote("reconnected");
+              }
+            }
+            switch (res.kind.case) {
+              case "message":
+                addMessage(res.kind.value);
+                break;
+              case "members":
+                setMembers(res.kind.value.nicknames);
+                break;
             }
           }
-          switch (res.kind.case) {
-            case "message":
-              addMessage(res.kind.value);
-              break;
-            case "members":
-              setMembers(res.kind.value.nicknames);
-              break;
+        } finally {
+          requests.close();
+          if (outbox === requests) {
+            outbox = undefined;
           }
         }
       },
@@ -194,11 +238,7 @@ async function join(room: string, nickname: string): Promise<void> {
       return; // left, or joined another room
     }
     setStatus("not connected", "bad");
-    showJoin(describe(e));
-  } finally {
-    if (session === ctl) {
-      stream = undefined;
-    }
+    showJoin(describe(ConnectError.from(e)));
   }
 }
 
@@ -215,17 +255,16 @@ $<HTMLFormElement>("say-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const input = $<HTMLInputElement>("say");
   const text = input.value.trim();
-  if (text === "" || stream === undefined) {
+  if (text === "" || outbox === undefined) {
     return;
   }
-  stream.send({ kind: { case: "say", value: { text } } });
+  outbox.write({ kind: { case: "say", value: { text } } }).catch(() => undefined);
   input.value = "";
 });
 
 $("leave").addEventListener("click", () => {
   session?.abort();
   session = undefined;
-  stream = undefined;
   setStatus("not connected", "idle");
   showJoin();
 });
@@ -253,7 +292,7 @@ $<HTMLFormElement>("echo-form").addEventListener("submit", (ev) => {
     })
     .catch((e: unknown) => {
       out.className = "out bad";
-      out.textContent = `GrpcWsError ${describe(e)}`;
+      out.textContent = `ConnectError ${describe(ConnectError.from(e))}`;
     });
 });
 
@@ -284,9 +323,9 @@ $("ticker-start").addEventListener("click", () => {
       out.className = "out ok";
       out.textContent = `${String(tickerCount)} ticks, then OK`;
     } catch (e) {
-      const err = GrpcWsError.from(e);
+      const err = ConnectError.from(e);
       out.className = err.code === Code.Canceled ? "out muted" : "out bad";
-      out.textContent = err.code === Code.Canceled ? "canceled: the backend saw the call end" : `GrpcWsError ${describe(err)}`;
+      out.textContent = err.code === Code.Canceled ? "canceled: the backend saw the call end" : `ConnectError ${describe(err)}`;
     } finally {
       start.disabled = false;
       stop.disabled = true;
@@ -315,16 +354,17 @@ function formatBytes(n: number | bigint): string {
   return `${(v / (1 << 20)).toFixed(1)} MiB`;
 }
 
-async function* chunks(file: File | undefined): AsyncGenerator<Uint8Array> {
+/** requests are the upload's messages: the file in chunks, or 100 chunks of sample data. */
+async function* requests(file: File | undefined): AsyncGenerator<MessageInitShape<typeof UploadRequestSchema>> {
   if (file === undefined) {
     const sample = new TextEncoder().encode("gRPC over WebSocket, one frame per message. ".repeat(23));
     for (let i = 0; i < 100; i++) {
-      yield sample;
+      yield { chunk: sample };
     }
     return;
   }
   for (let off = 0; off < file.size; off += chunkSize) {
-    yield new Uint8Array(await file.slice(off, off + chunkSize).arrayBuffer());
+    yield { chunk: new Uint8Array(await file.slice(off, off + chunkSize).arrayBuffer()) };
   }
 }
 
@@ -337,21 +377,14 @@ $("upload-start").addEventListener("click", () => {
   const started = performance.now();
   void (async () => {
     try {
-      const up = echo.upload();
-      for await (const chunk of chunks(fileInput.files?.[0])) {
-        up.send({ chunk });
-        // Pace a large file by what the socket has yet to send.
-        while (up.bufferedAmount > 4 * chunkSize) {
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      }
-      up.closeSend();
-      const res = await up.response;
+      // The transport reads the next chunk only while the socket has
+      // little left to send, so a large file is never all in memory.
+      const res = await echo.upload(requests(fileInput.files?.[0]));
       out.className = "out ok";
       out.textContent = `the server counted ${res.messages.toLocaleString()} messages, ${formatBytes(res.bytes)}, in ${String(Math.round(performance.now() - started))} ms`;
     } catch (e) {
       out.className = "out bad";
-      out.textContent = `GrpcWsError ${describe(e)}`;
+      out.textContent = `ConnectError ${describe(ConnectError.from(e))}`;
     } finally {
       button.disabled = false;
     }

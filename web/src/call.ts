@@ -1,10 +1,10 @@
 // One RPC over one WebSocket: the state machine of docs/protocol.md,
-// section 4, on the client side.
+// section 4, on the client side. The transport (transport.ts) gives it
+// serialized frames and reads parsed messages; Call knows the wire, not
+// the schema.
 
-import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
-import type { DescMessage, DescMethod, MessageInitShape, MessageShape, Registry } from "@bufbuild/protobuf";
-import { Code, toCode } from "./code.js";
-import { GrpcWsError, errorFromClose } from "./error.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { errorFromClose, errorFromStatus, protocolError } from "./errors.js";
 import { toHeaders } from "./metadata.js";
 import { controlPrefix, endSendFrame, parseServerControl } from "./protocol.js";
 import type { ServerFrame } from "./protocol.js";
@@ -35,84 +35,86 @@ export type WebSocketConstructor = new (url: string, protocols?: string | string
 const wsOpen = 1;
 
 /** What a Call needs to open its WebSocket and run. */
-export interface CallConfig {
-  readonly method: DescMethod;
+export interface CallConfig<O> {
   readonly url: string;
   readonly protocols: string[];
   readonly WebSocket: WebSocketConstructor;
+  /** The method's name, for error messages. */
+  readonly methodName: string;
+  /** Whether the response side streams (server-streaming and bidi). */
+  readonly streamingOutput: boolean;
+  /** Whether messages are JSON in text frames rather than binary frames. */
   readonly json: boolean;
-  readonly registry: Registry | undefined;
-  readonly signal: AbortSignal | undefined;
-  readonly timeoutMs: number | undefined;
-  readonly onHeaders: ((headers: Headers) => void) | undefined;
-  readonly onTrailers: ((trailers: Headers) => void) | undefined;
+  /** parse reads one response message from a frame's payload. */
+  readonly parse: (data: Uint8Array) => O;
+  /**
+   * Aborting it ends the RPC: with its reason when that is a ConnectError
+   * (runUnaryCall's deadline is one), and with Canceled otherwise.
+   */
+  readonly signal: AbortSignal;
 }
 
 interface Deferred<T> {
   readonly promise: Promise<T>;
   resolve(value: T): void;
-  reject(reason: GrpcWsError): void;
+  reject(reason: ConnectError): void;
 }
 
 function deferred<T>(): Deferred<T> {
   let resolve!: (value: T) => void;
-  let reject!: (reason: GrpcWsError) => void;
+  let reject!: (reason: ConnectError) => void;
   const promise = new Promise<T>((res, rej) => {
     resolve = res;
     reject = rej;
   });
   // The rejection reaches whoever awaits the promise; one nobody awaits
-  // (the trailers of a call whose caller only iterates, say) must not be
-  // reported as unhandled.
+  // (the trailers of a failed call, say) must not be reported as unhandled.
   promise.catch(() => undefined);
   return { promise, resolve, reject };
 }
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
 
 /**
  * Call is one RPC on its own WebSocket. It is used from one thread (a
  * page's event loop), so it needs no locks; its methods may be called in
  * any order and at any time, and do nothing harmful after the RPC ended.
  */
-export class Call<I extends DescMessage, O extends DescMessage> {
-  readonly headers: Promise<Headers>;
-  readonly trailers: Promise<Headers>;
+export class Call<O> {
+  /** The response headers; resolves empty when the RPC ended with OK and none. */
+  readonly header: Promise<Headers>;
+  /** The trailers when the RPC ends with OK; rejects with its error otherwise. */
+  readonly trailer: Promise<Headers>;
   /** The one response of a unary or client-streaming method. */
-  readonly response: Promise<MessageShape<O>>;
+  readonly response: Promise<O>;
 
-  private readonly cfg: CallConfig;
-  private readonly input: I;
-  private readonly output: O;
-  private readonly streamingOutput: boolean;
+  private readonly cfg: CallConfig<O>;
   private readonly hd = deferred<Headers>();
   private readonly td = deferred<Headers>();
-  private readonly rd = deferred<MessageShape<O>>();
+  private readonly rd = deferred<O>();
   private ws: WebSocketLike | undefined;
   private opened = false;
   private pending: (string | Uint8Array)[] = [];
   private pendingBytes = 0;
   private sendClosed = false;
   private done = false;
-  private gotHeaders = false;
+  private responseHeaders: Headers | undefined;
   private count = 0;
-  private received: MessageShape<O>[] = [];
-  private single: MessageShape<O> | undefined; // the response of a unary or client-streaming method
-  private error: GrpcWsError | undefined;
-  private waiters: { resolve(m: MessageShape<O> | undefined): void; reject(e: GrpcWsError): void }[] = [];
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private received: O[] = [];
+  private single: O | undefined; // the response of a unary or client-streaming method
+  private error: ConnectError | undefined;
+  private waiters: { resolve(m: IteratorResult<O, undefined>): void; reject(e: ConnectError): void }[] = [];
   private readonly onAbort = (): void => {
-    this.fail(abortError(this.cfg.signal?.reason));
+    this.fail(abortError(this.cfg.signal.reason));
   };
 
-  constructor(cfg: CallConfig, input: I, output: O) {
+  constructor(cfg: CallConfig<O>) {
     this.cfg = cfg;
-    this.input = input;
-    this.output = output;
-    const kind = cfg.method.methodKind;
-    this.streamingOutput = kind === "server_streaming" || kind === "bidi_streaming";
-    this.headers = this.hd.promise;
-    this.trailers = this.td.promise;
+    this.header = this.hd.promise;
+    this.trailer = this.td.promise;
     this.response = this.rd.promise;
-    if (cfg.signal?.aborted === true) {
+    if (cfg.signal.aborted) {
       this.finish(abortError(cfg.signal.reason));
       return;
     }
@@ -121,7 +123,7 @@ export class Call<I extends DescMessage, O extends DescMessage> {
       ws = new cfg.WebSocket(cfg.url, cfg.protocols);
     } catch (e) {
       // A URL or a subprotocol the WebSocket refuses to use.
-      this.finish(GrpcWsError.from(e, Code.InvalidArgument));
+      this.finish(ConnectError.from(e, Code.InvalidArgument));
       return;
     }
     this.ws = ws;
@@ -138,12 +140,12 @@ export class Call<I extends DescMessage, O extends DescMessage> {
     // A failed connection also fires "close" (1006); the listener keeps
     // Node's ws from treating the error as unhandled.
     ws.addEventListener("error", () => undefined);
-    cfg.signal?.addEventListener("abort", this.onAbort, { once: true });
-    if (cfg.timeoutMs !== undefined) {
-      this.timer = setTimeout(() => {
-        this.fail(new GrpcWsError(`grpcws: deadline of ${String(cfg.timeoutMs)} ms exceeded`, Code.DeadlineExceeded));
-      }, cfg.timeoutMs);
-    }
+    cfg.signal.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  /** Whether the RPC has ended, with any outcome. */
+  get ended(): boolean {
+    return this.done;
   }
 
   /** bufferedAmount is the number of bytes queued but not yet sent. */
@@ -152,25 +154,15 @@ export class Call<I extends DescMessage, O extends DescMessage> {
   }
 
   /**
-   * send sends one request message. It queues the message until the
-   * connection is open. After the RPC ended it discards the message: the
-   * outcome is in trailers and the responses. It throws after closeSend.
+   * send sends one serialized request message, queued until the connection
+   * is open. After the RPC ended it discards the message: the outcome is in
+   * the trailers and the responses.
    */
-  send(message: MessageInitShape<I>): void {
-    if (this.sendClosed) {
-      throw new GrpcWsError("grpcws: send after closeSend", Code.FailedPrecondition);
-    }
-    if (this.done) {
+  send(message: Uint8Array): void {
+    if (this.done || this.sendClosed) {
       return;
     }
-    let frame: string | Uint8Array;
-    try {
-      const msg = create(this.input, message);
-      frame = this.cfg.json ? toJsonString(this.input, msg, { registry: this.cfg.registry }) : toBinary(this.input, msg);
-    } catch (e) {
-      throw GrpcWsError.from(e, Code.InvalidArgument);
-    }
-    this.write(frame);
+    this.write(this.cfg.json ? textDecoder.decode(message) : message);
   }
 
   /** closeSend half-closes: it sends end of send. It is idempotent. */
@@ -188,61 +180,46 @@ export class Call<I extends DescMessage, O extends DescMessage> {
    * sendOnly sends the one request of a unary or server-streaming method;
    * the bridge half-closes after it, so no end of send follows.
    */
-  sendOnly(message: MessageInitShape<I>): void {
-    try {
-      this.send(message);
-    } catch (e) {
-      this.fail(GrpcWsError.from(e, Code.InvalidArgument));
-    }
+  sendOnly(message: Uint8Array): void {
+    this.send(message);
     this.sendClosed = true;
   }
 
-  /** cancel ends the RPC with Canceled and closes the connection. */
-  cancel(reason?: unknown): void {
-    this.fail(reason instanceof GrpcWsError ? reason : abortError(reason));
+  /** fail ends the RPC from this side with err, and closes the connection, which cancels the RPC at the backend. */
+  fail(err: ConnectError): void {
+    if (this.done) {
+      return;
+    }
+    this.received = [];
+    this.single = undefined;
+    this.finish(err);
+    const ws = this.ws;
+    if (ws !== undefined && ws.readyState <= wsOpen) {
+      try {
+        ws.close(4000 + err.code, closeReason(err.code));
+      } catch {
+        // already closing
+      }
+    }
   }
 
   /**
-   * receive returns the next response message, or undefined when the RPC
-   * ended with OK. It rejects with the RPC's error after the messages that
+   * next returns the next response message, or done when the RPC ended
+   * with OK. It rejects with the RPC's error after the messages that
    * arrived before it.
    */
-  receive(): Promise<MessageShape<O> | undefined> {
+  next(): Promise<IteratorResult<O, undefined>> {
     const m = this.received.shift();
     if (m !== undefined) {
-      return Promise.resolve(m);
+      return Promise.resolve({ done: false, value: m });
     }
     if (this.done) {
-      return this.error !== undefined ? Promise.reject(this.error) : Promise.resolve(undefined);
+      return this.error !== undefined ? Promise.reject(this.error) : Promise.resolve({ done: true, value: undefined });
     }
     // Waiters are served in the order they asked.
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
     });
-  }
-
-  /**
-   * iterate yields the response messages. Leaving the loop early (break,
-   * return, throw) cancels the RPC.
-   */
-  async *iterate(): AsyncGenerator<MessageShape<O>, void, undefined> {
-    try {
-      for (;;) {
-        const m = await this.receive();
-        if (m === undefined) {
-          return;
-        }
-        yield m;
-      }
-    } finally {
-      if (!this.done) {
-        this.cancel(new GrpcWsError("grpcws: the caller stopped reading", Code.Canceled));
-      }
-    }
-  }
-
-  [Symbol.asyncIterator](): AsyncGenerator<MessageShape<O>, void, undefined> {
-    return this.iterate();
   }
 
   private write(frame: string | Uint8Array): void {
@@ -254,7 +231,7 @@ export class Call<I extends DescMessage, O extends DescMessage> {
     try {
       this.ws?.send(frame);
     } catch (e) {
-      this.fail(GrpcWsError.from(e, Code.Unavailable));
+      this.fail(ConnectError.from(e, Code.Unavailable));
     }
   }
 
@@ -279,38 +256,37 @@ export class Call<I extends DescMessage, O extends DescMessage> {
       this.onControl(data.slice(controlPrefix.length));
       return;
     }
-    let msg: MessageShape<O>;
+    let msg: O;
     try {
       if (typeof data === "string") {
         if (!this.cfg.json) {
-          throw new Error("a text frame that is not a control frame, in the binary encoding");
+          throw new Error("a text frame that is not a control frame, in the binary format");
         }
-        msg = fromJsonString(this.output, data, { ignoreUnknownFields: true, registry: this.cfg.registry });
+        msg = this.cfg.parse(textEncoder.encode(data));
       } else {
-        const bytes = toBytes(data);
         if (this.cfg.json) {
-          throw new Error("a binary frame in the JSON encoding");
+          throw new Error("a binary frame in the JSON format");
         }
-        msg = fromBinary(this.output, bytes);
+        msg = this.cfg.parse(toBytes(data));
       }
     } catch (e) {
       this.fail(protocolError(`bad message: ${e instanceof Error ? e.message : String(e)}`));
       return;
     }
-    if (!this.streamingOutput && this.count > 0) {
-      this.fail(protocolError(`a second response to ${this.cfg.method.name}, which has one`));
+    if (!this.cfg.streamingOutput && this.count > 0) {
+      this.fail(protocolError(`a second response to ${this.cfg.methodName}, which has one`));
       return;
     }
     this.count++;
-    if (this.streamingOutput) {
-      const w = this.waiters.shift();
-      if (w !== undefined) {
-        w.resolve(msg);
-      } else {
-        this.received.push(msg);
-      }
-    } else {
+    if (!this.cfg.streamingOutput) {
       this.single = msg; // resolved at the end: a status may still fail the RPC
+      return;
+    }
+    const w = this.waiters.shift();
+    if (w !== undefined) {
+      w.resolve({ done: false, value: msg });
+    } else {
+      this.received.push(msg);
     }
   }
 
@@ -323,35 +299,29 @@ export class Call<I extends DescMessage, O extends DescMessage> {
       return;
     }
     switch (frame.kind) {
-      case "headers": {
-        if (this.gotHeaders || this.count > 0) {
+      case "headers":
+        if (this.responseHeaders !== undefined || this.count > 0) {
           this.fail(protocolError("a headers frame after headers or messages"));
           return;
         }
-        this.gotHeaders = true;
-        const h = toHeaders(frame.headers);
-        this.hd.resolve(h);
-        this.callback(this.cfg.onHeaders, h);
+        this.responseHeaders = toHeaders(frame.headers);
+        this.hd.resolve(this.responseHeaders);
         return;
-      }
       case "end": {
-        const st = frame.end.status;
         const trailers = toHeaders(frame.end.trailers);
-        if (!this.callback(this.cfg.onTrailers, trailers)) {
+        const st = frame.end.status;
+        if (st !== undefined && st.code !== 0) {
+          // As connect-es's own transports do, the error's metadata holds
+          // the response headers and the trailers.
+          const md = new Headers(this.responseHeaders);
+          trailers.forEach((v, k) => {
+            md.append(k, v);
+          });
+          this.finish(errorFromStatus(st, md));
           return;
         }
-        const code = st?.code ?? 0;
-        if (code !== 0) {
-          this.finish(
-            new GrpcWsError(st?.message ?? "", toCode(code), {
-              details: (st?.details ?? []).map((d) => ({ typeUrl: d.typeUrl, value: d.value })),
-              metadata: trailers,
-            }),
-          );
-          return;
-        }
-        if (!this.streamingOutput && this.single === undefined) {
-          this.finish(protocolError(`no response to ${this.cfg.method.name}`, trailers));
+        if (!this.cfg.streamingOutput && this.single === undefined) {
+          this.finish(protocolError(`no response to ${this.cfg.methodName}`, trailers));
           return;
         }
         this.finish(undefined, trailers);
@@ -362,58 +332,20 @@ export class Call<I extends DescMessage, O extends DescMessage> {
     }
   }
 
-  /** callback calls fn, and fails the RPC if it throws. */
-  private callback(fn: ((h: Headers) => void) | undefined, h: Headers): boolean {
-    if (fn === undefined) {
-      return true;
-    }
-    try {
-      fn(h);
-      return true;
-    } catch (e) {
-      this.fail(GrpcWsError.from(e));
-      return false;
-    }
-  }
-
   private onClose(code: number, reason: string): void {
     if (!this.done) {
       this.finish(errorFromClose(code, reason));
     }
   }
 
-  /**
-   * fail ends the RPC from this side: it closes the connection, which
-   * cancels the RPC at the backend, with 4000 + the code.
-   */
-  private fail(err: GrpcWsError): void {
-    if (this.done) {
-      return;
-    }
-    this.received = [];
-    this.single = undefined;
-    this.finish(err);
-    const ws = this.ws;
-    if (ws !== undefined && ws.readyState <= wsOpen) {
-      try {
-        ws.close(4000 + err.code, closeReason(err.code));
-      } catch {
-        // already closing
-      }
-    }
-  }
-
-  private finish(err: GrpcWsError | undefined, trailers?: Headers): void {
+  private finish(err: ConnectError | undefined, trailers?: Headers): void {
     if (this.done) {
       return;
     }
     this.done = true;
     this.pending = [];
     this.pendingBytes = 0;
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer);
-    }
-    this.cfg.signal?.removeEventListener("abort", this.onAbort);
+    this.cfg.signal.removeEventListener("abort", this.onAbort);
     if (err === undefined) {
       this.hd.resolve(new Headers()); // no-op when headers came
       this.td.resolve(trailers ?? new Headers());
@@ -426,18 +358,14 @@ export class Call<I extends DescMessage, O extends DescMessage> {
       this.td.reject(err);
       this.rd.reject(err);
     }
-    this.settle();
-  }
-
-  /** settle ends every pending receive: there is nothing buffered when one waits. */
-  private settle(): void {
-    const ws = this.waiters;
+    // End every pending next: there is nothing buffered when one waits.
+    const waiters = this.waiters;
     this.waiters = [];
-    for (const w of ws) {
-      if (this.error !== undefined) {
-        w.reject(this.error);
+    for (const w of waiters) {
+      if (err !== undefined) {
+        w.reject(err);
       } else {
-        w.resolve(undefined);
+        w.resolve({ done: true, value: undefined });
       }
     }
   }
@@ -450,22 +378,23 @@ function toBytes(data: unknown): Uint8Array {
   if (ArrayBuffer.isView(data)) {
     return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   }
-  throw new Error("a binary frame that is not an ArrayBuffer: set binaryType to \"arraybuffer\"");
+  throw new Error('a binary frame that is not an ArrayBuffer: set binaryType to "arraybuffer"');
 }
 
-function protocolError(msg: string, trailers?: Headers): GrpcWsError {
-  return new GrpcWsError(`grpcws: protocol error: ${msg}`, Code.Internal, trailers ? { metadata: trailers } : {});
-}
-
-/** abortError turns an AbortSignal's reason into Canceled, or DeadlineExceeded for AbortSignal.timeout. */
-function abortError(reason: unknown): GrpcWsError {
-  if (reason instanceof GrpcWsError) {
+/**
+ * abortError turns an AbortSignal's reason into the call's error: a
+ * ConnectError as it is (runUnaryCall's deadline is DeadlineExceeded), a
+ * TimeoutError (AbortSignal.timeout) DeadlineExceeded, and anything else
+ * Canceled.
+ */
+function abortError(reason: unknown): ConnectError {
+  if (reason instanceof ConnectError) {
     return reason;
   }
   if (typeof reason === "object" && reason !== null && (reason as { name?: unknown }).name === "TimeoutError") {
-    return new GrpcWsError("grpcws: the RPC timed out", Code.DeadlineExceeded, { cause: reason });
+    return new ConnectError("the operation timed out", Code.DeadlineExceeded, undefined, undefined, reason);
   }
-  return new GrpcWsError("grpcws: the RPC was canceled", Code.Canceled, { cause: reason });
+  return new ConnectError("the operation was aborted", Code.Canceled, undefined, undefined, reason);
 }
 
 /** closeReason is a short close reason; the bridge does not read it. */

@@ -1,54 +1,48 @@
 import type { Metadata } from "./gen/grpcws/v1/control_pb.js";
 
-/**
- * A metadata value: a string, or bytes for a key ending in "-bin" (sent in
- * base64).
- */
-export type MetadataValue = string | Uint8Array;
+import { Code, ConnectError } from "@connectrpc/connect";
 
 /**
- * MetadataInit is request metadata: keys to one value or several. Keys are
- * lower-cased; they must be made of 0-9 a-z _ . - and not be reserved by
- * gRPC (docs/protocol.md, section 2), or the bridge refuses the RPC with
- * InvalidArgument.
- *
- * A browser cannot set WebSocket headers, so request metadata travels in
- * the URL's query string: do not put secrets in it (use the token option,
- * which travels in the subprotocol list instead).
+ * RequestWire is where request headers travel on a WebSocket, which a
+ * browser cannot give headers of its own: the bearer token in the
+ * subprotocol list, and every other header in the URL's query string.
  */
-export type MetadataInit =
-  | Readonly<Record<string, MetadataValue | readonly MetadataValue[]>>
-  | Iterable<readonly [string, MetadataValue]>;
-
-/** entries lists the key-value pairs of init, in order, keys lower-cased. */
-export function metadataEntries(init: MetadataInit | undefined): [string, string][] {
-  if (init === undefined) {
-    return [];
-  }
-  const out: [string, string][] = [];
-  const add = (key: string, value: MetadataValue): void => {
-    out.push([key.toLowerCase(), typeof value === "string" ? value : encodeBase64(value)]);
-  };
-  if (isIterable(init)) {
-    for (const [k, v] of init) {
-      add(k, v);
-    }
-    return out;
-  }
-  for (const [k, v] of Object.entries(init)) {
-    if (typeof v === "string" || v instanceof Uint8Array) {
-      add(k, v);
-    } else {
-      for (const one of v) {
-        add(k, one);
-      }
-    }
-  }
-  return out;
+export interface RequestWire {
+  /** The metadata, as query parameters. */
+  readonly query: [string, string][];
+  /** The bearer token of an "authorization: Bearer" header, or undefined. */
+  readonly token: string | undefined;
 }
 
-function isIterable(v: object): v is Iterable<readonly [string, MetadataValue]> {
-  return typeof (v as { [Symbol.iterator]?: unknown })[Symbol.iterator] === "function";
+/**
+ * requestWire splits request headers into the query string and the bearer
+ * token. An authorization header that is not a bearer token is refused
+ * with InvalidArgument: it would travel in the URL, which servers and
+ * proxies log.
+ */
+export function requestWire(header: Headers): RequestWire {
+  const query: [string, string][] = [];
+  let token: string | undefined;
+  let err: ConnectError | undefined;
+  header.forEach((value, key) => {
+    if (key !== "authorization") {
+      query.push([key, value]);
+      return;
+    }
+    const m = /^bearer[ \t]+(.*)$/i.exec(value);
+    if (m === null) {
+      err = new ConnectError(
+        "grpcws: only a Bearer authorization header can be sent over a WebSocket (it travels in the subprotocol list); any other would travel in the URL",
+        Code.InvalidArgument,
+      );
+      return;
+    }
+    token = m[1];
+  });
+  if (err !== undefined) {
+    throw err;
+  }
+  return { query, token };
 }
 
 /**

@@ -6,7 +6,8 @@ import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { ClientControlSchema, ServerControlSchema } from "./gen/grpcws/v1/control_pb.js";
 import type { End, Metadata } from "./gen/grpcws/v1/control_pb.js";
-import { Code, codeName, toCode } from "./code.js";
+import { Code } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 
 /**
  * CloseCode names the WebSocket close codes the bridge sends besides
@@ -45,8 +46,8 @@ export function statusOfClose(closeCode: number, reason: string): { code: Code; 
   let code: Code = Code.Unavailable;
   let fallback = "the connection closed unexpectedly";
   if (closeCode > CloseCode.StatusBase && closeCode <= CloseCode.StatusBase + 16) {
-    code = toCode(closeCode - CloseCode.StatusBase);
-    fallback = `the RPC ended with ${codeName(code)}`;
+    code = (closeCode - CloseCode.StatusBase) as Code;
+    fallback = `the RPC ended with ${codeToString(code)}`;
   } else {
     switch (closeCode) {
       case CloseCode.Normal:

@@ -1,5 +1,5 @@
-import { Code } from "./code.js";
-import { GrpcWsError } from "./error.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { closeCodeOf } from "./errors.js";
 import { CloseCode } from "./protocol.js";
 
 /**
@@ -12,14 +12,14 @@ import { CloseCode } from "./protocol.js";
  * unknown route), Unauthenticated or Canceled, says that retrying is
  * pointless.
  */
-export function isRetryable(err: GrpcWsError): boolean {
+export function isRetryable(err: ConnectError): boolean {
   switch (err.code) {
     case Code.Unavailable:
     case Code.Aborted:
     case Code.DeadlineExceeded:
       return true;
     case Code.ResourceExhausted:
-      return err.closeCode !== CloseCode.MessageTooBig;
+      return closeCodeOf(err) !== CloseCode.MessageTooBig;
     default:
       return false;
   }
@@ -52,9 +52,9 @@ export interface ReconnectOptions {
   /** Attempts in a row that may fail before withReconnect gives up. Default Infinity. */
   maxAttempts?: number;
   /** Tells the errors worth another attempt. Default isRetryable. */
-  shouldRetry?: (err: GrpcWsError) => boolean;
+  shouldRetry?: (err: ConnectError) => boolean;
   /** Called before each wait, with the error, the failed attempt's number and the delay. */
-  onRetry?: (err: GrpcWsError, attempt: number, delayMs: number) => void;
+  onRetry?: (err: ConnectError, attempt: number, delayMs: number) => void;
   /** The source of jitter, returning [0, 1). Default Math.random. */
   random?: () => number;
 }
@@ -81,13 +81,15 @@ export function backoffDelay(failures: number, options: ReconnectOptions = {}): 
  * returns what run returns once it succeeds, and throws the error that
  * made it give up: one shouldRetry refuses, or the last of maxAttempts
  * failures in a row, or Canceled when the signal is aborted. Errors that
- * are not GrpcWsErrors (bugs in run) are thrown at once.
+ * are not ConnectErrors (bugs in run) are thrown at once.
  *
  * ```ts
  * await withReconnect(async ({ signal, connected }) => {
- *   const chat = client.chat({ signal });
- *   chat.send({ kind: { case: "join", value: { room, nickname } } });
- *   for await (const res of chat) {
+ *   async function* requests() {
+ *     yield { kind: { case: "join", value: { room, nickname } } };
+ *     yield* outbox(); // what the user types, as an async iterable
+ *   }
+ *   for await (const res of chat.chat(requests(), { signal })) {
  *     connected();
  *     show(res);
  *   }
@@ -115,7 +117,7 @@ export async function withReconnect<T>(run: (attempt: Attempt) => Promise<T>, op
         },
       });
     } catch (e) {
-      if (!(e instanceof GrpcWsError)) {
+      if (!(e instanceof ConnectError)) {
         throw e;
       }
       throwIfAborted(options.signal);
@@ -134,7 +136,7 @@ export async function withReconnect<T>(run: (attempt: Attempt) => Promise<T>, op
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted === true) {
-    throw new GrpcWsError("grpcws: reconnecting was canceled", Code.Canceled, { cause: signal.reason });
+    throw new ConnectError("grpcws: reconnecting was canceled", Code.Canceled, undefined, undefined, signal.reason);
   }
 }
 
@@ -144,7 +146,7 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
       clearTimeout(timer);
       signal?.removeEventListener("abort", done);
       if (signal?.aborted === true) {
-        reject(new GrpcWsError("grpcws: reconnecting was canceled", Code.Canceled, { cause: signal.reason }));
+        reject(new ConnectError("grpcws: reconnecting was canceled", Code.Canceled, undefined, undefined, signal.reason));
       } else {
         resolve();
       }

@@ -1,17 +1,20 @@
-// Pure unit tests: close-code mapping, control frames, metadata encoding,
-// URLs, backoff.
+// Pure unit tests: close-code mapping, errors, control frames, request
+// metadata, URLs, backoff.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { DescMethod } from "@bufbuild/protobuf";
-import type { Metadata } from "../src/gen/grpcws/v1/control_pb.js";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
-import { Code, CloseCode, GrpcWsError, backoffDelay, codeName, errorFromClose, isRetryable, withReconnect } from "../src/index.js";
-import { bearerSubprotocol, decodeBase64, encodeBase64, encodeTimeout, metadataEntries } from "../src/metadata.js";
-import { endSendFrame, parseServerControl, routeName, webSocketURL } from "../src/protocol.js";
-import { EchoService } from "../src/gen/examples/echo/v1/echo_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { StatusSchema } from "../src/gen/grpcws/v1/control_pb.js";
+import type { Metadata } from "../src/gen/grpcws/v1/control_pb.js";
+import { CloseCode, WebSocketClose, backoffDelay, closeCodeOf, isRetryable, withReconnect } from "../src/index.js";
+import { errorFromClose, errorFromStatus, protocolError } from "../src/errors.js";
+import { bearerSubprotocol, decodeBase64, encodeBase64, encodeTimeout, requestWire, toHeaders } from "../src/metadata.js";
+import { endSendFrame, parseServerControl, routeName, statusOfClose, webSocketURL } from "../src/protocol.js";
+import { EchoService, FailureSchema } from "../src/gen/examples/echo/v1/echo_pb.js";
 import { ChatService } from "../src/gen/examples/chat/v1/chat_pb.js";
 
 // The vectors that the Go side (internal/v1wire) is tested against too.
@@ -38,13 +41,16 @@ describe("the shared vectors", () => {
   it("close codes without an end frame", () => {
     assert.ok(vectors.closes.length > 10);
     for (const c of vectors.closes) {
+      const what = `close ${String(c.close)} ${c.reason}`;
       const err = errorFromClose(c.close, c.reason);
-      assert.equal(err.code as number, c.code, `close ${String(c.close)} ${c.reason}`);
-      assert.equal(err.rawMessage, c.message);
-      assert.equal(err.closeCode, c.close);
-      assert.equal(err.closeReason, c.reason);
-      assert.ok(err instanceof GrpcWsError && err instanceof Error);
-      assert.equal(err.name, "GrpcWsError");
+      assert.ok(err instanceof ConnectError && err instanceof Error, what);
+      assert.equal(err.code as number, c.code, what);
+      assert.equal(err.rawMessage, c.message, what);
+      assert.equal(closeCodeOf(err), c.close, what);
+      assert.ok(err.cause instanceof WebSocketClose, what);
+      assert.equal(err.cause.reason, c.reason, what);
+      assert.equal(err.isWireError, c.close !== CloseCode.Abnormal, what);
+      assert.deepEqual(statusOfClose(c.close, c.reason), { code: c.code, message: c.message }, what);
     }
   });
 
@@ -94,38 +100,93 @@ describe("the shared vectors", () => {
   });
 });
 
-describe("GrpcWsError", () => {
-  it("formats its message with the code's name", () => {
-    assert.equal(new GrpcWsError("boom", Code.DataLoss).message, "[data_loss] boom");
-    assert.equal(new GrpcWsError("", Code.Aborted).message, "[aborted]");
-    assert.equal(new GrpcWsError("x", Code.OK).code, Code.Unknown, "OK is not an error code");
+describe("errors", () => {
+  const status = (code: number, message: string, details: { typeUrl: string; value: Uint8Array }[] = []) =>
+    create(StatusSchema, { code, message, details });
+
+  it("errorFromStatus: the code, the message as ConnectError formats it, the trailers as metadata", () => {
+    const trailers = new Headers([
+      ["t", "1"],
+      ["t", "2"],
+    ]);
+    const err = errorFromStatus(status(5, "nicht gefunden ✗"), trailers);
+    assert.ok(err instanceof ConnectError);
+    assert.equal(err.code, Code.NotFound);
+    assert.equal(err.rawMessage, "nicht gefunden ✗");
+    assert.equal(err.message, "[not_found] nicht gefunden ✗");
+    assert.equal(err.name, "ConnectError");
+    assert.equal(err.metadata.get("t"), "1, 2");
+    assert.equal(err.isWireError, true);
+    assert.deepEqual(err.details, []);
+    assert.equal(closeCodeOf(err), undefined, "the status came in-band");
+    assert.equal(errorFromStatus(status(10, ""), new Headers()).message, "[aborted]");
   });
 
-  it("decodes the details of a given type", () => {
-    const d = create(DurationSchema, { seconds: 3n });
-    const err = new GrpcWsError("slow down", Code.ResourceExhausted, {
-      details: [
-        { typeUrl: "type.googleapis.com/google.protobuf.Duration", value: toBinary(DurationSchema, d) },
+  it("errorFromStatus: a code outside gRPC's is Unknown", () => {
+    assert.equal(errorFromStatus(status(17, "x"), new Headers()).code, Code.Unknown);
+    assert.equal(errorFromStatus(status(-1, "x"), new Headers()).code, Code.Unknown);
+    assert.equal(errorFromStatus(status(16, "who"), new Headers()).code, Code.Unauthenticated);
+  });
+
+  it("errorFromStatus: details by type name, which findDetails decodes", () => {
+    const duration = toBinary(DurationSchema, create(DurationSchema, { seconds: 3n }));
+    const failure = toBinary(FailureSchema, create(FailureSchema, { code: 8, message: "slow down" }));
+    const err = errorFromStatus(
+      status(8, "slow down", [
+        { typeUrl: "type.googleapis.com/google.protobuf.Duration", value: duration },
         { typeUrl: "type.googleapis.com/google.rpc.ErrorInfo", value: new Uint8Array([1, 2, 3]) },
-      ],
-    });
+        { typeUrl: "examples.echo.v1.Failure", value: failure },
+      ]),
+      new Headers(),
+    );
+    assert.deepEqual(err.details, [
+      { type: "google.protobuf.Duration", value: duration },
+      { type: "google.rpc.ErrorInfo", value: new Uint8Array([1, 2, 3]) },
+      { type: "examples.echo.v1.Failure", value: failure },
+    ]);
     const found = err.findDetails(DurationSchema);
     assert.equal(found.length, 1);
     assert.equal(found[0]?.seconds, 3n);
+    assert.deepEqual(
+      err.findDetails(FailureSchema).map((f) => [f.code, f.message]),
+      [[8, "slow down"]],
+    );
+    assert.deepEqual(err.findDetails(StatusSchema), []);
   });
 
-  it("from: wraps other errors, keeps GrpcWsErrors", () => {
-    const g = new GrpcWsError("x", Code.NotFound);
-    assert.equal(GrpcWsError.from(g), g);
-    assert.equal(GrpcWsError.from(new Error("e")).code, Code.Unknown);
-    assert.equal(GrpcWsError.from(new DOMException("stop", "AbortError")).code, Code.Canceled);
-    assert.equal(GrpcWsError.from(new DOMException("late", "TimeoutError")).code, Code.DeadlineExceeded);
-    assert.equal(GrpcWsError.from("s", Code.Internal).rawMessage, "s");
+  it("errorFromClose: a ConnectError with a WebSocketClose as its cause", () => {
+    const err = errorFromClose(1009, "");
+    assert.equal(err.code, Code.ResourceExhausted);
+    assert.equal(err.rawMessage, "grpcws: message too big (close code 1009)");
+    assert.ok(err.cause instanceof WebSocketClose);
+    assert.equal(err.cause.code, 1009);
+    assert.equal(err.cause.reason, "");
+    assert.equal(err.cause.name, "WebSocketClose");
+    assert.equal(err.cause.message, "WebSocket closed with 1009");
+    assert.equal(new WebSocketClose(4007, "no").message, "WebSocket closed with 4007: no");
+    assert.equal(errorFromClose(1006, "").isWireError, false, "a dropped connection did not come from the wire");
   });
 
-  it("codeName", () => {
-    assert.equal(codeName(Code.InvalidArgument), "invalid_argument");
-    assert.equal(codeName(Code.Unauthenticated), "unauthenticated");
+  it("closeCodeOf: the close code of a close without a status, and undefined for anything else", () => {
+    assert.equal(closeCodeOf(errorFromClose(4007, "x")), 4007);
+    assert.equal(closeCodeOf(new ConnectError("x", Code.Unavailable, undefined, undefined, new WebSocketClose(1001, ""))), 1001);
+    assert.equal(closeCodeOf(errorFromStatus(status(14, "down"), new Headers())), undefined);
+    assert.equal(closeCodeOf(new ConnectError("x", Code.Unavailable)), undefined);
+    assert.equal(closeCodeOf(new ConnectError("x", Code.Unavailable, undefined, undefined, new Error("other"))), undefined);
+    assert.equal(closeCodeOf(protocolError("bad")), undefined);
+    assert.equal(closeCodeOf(new Error("x")), undefined);
+    assert.equal(closeCodeOf(new WebSocketClose(1006, "")), undefined, "the cause itself is not a ConnectError");
+    assert.equal(closeCodeOf({ cause: new WebSocketClose(1006, "") }), undefined);
+    assert.equal(closeCodeOf(undefined), undefined);
+    assert.equal(closeCodeOf("1006"), undefined);
+  });
+
+  it("protocolError is Internal, with the trailers when there are some", () => {
+    const err = protocolError("no response to Echo", new Headers({ t: "1" }));
+    assert.equal(err.code, Code.Internal);
+    assert.equal(err.rawMessage, "protocol error: no response to Echo");
+    assert.equal(err.metadata.get("t"), "1");
+    assert.equal(protocolError("x").metadata.get("t"), null);
   });
 });
 
@@ -181,28 +242,76 @@ describe("routes and URLs", () => {
     assert.equal(webSocketURL("https://h/#frag", []), "wss://h/");
     assert.equal(webSocketURL("wss://h/x?a=1", [["a", "2"]]), "wss://h/x?a=1&a=2");
     assert.throws(() => webSocketURL("ftp://h/", []), TypeError);
+    assert.throws(() => webSocketURL("/relative", []), TypeError, "no page to resolve it against");
+  });
+
+  it("resolves a relative base against the page's location", () => {
+    const g = globalThis as { location?: unknown };
+    assert.equal(g.location, undefined);
+    g.location = { href: "https://app.example/some/page?q=1" };
+    try {
+      assert.equal(webSocketURL("/", []), "wss://app.example/");
+      assert.equal(webSocketURL("grpcws", [["k", "v"]]), "wss://app.example/some/grpcws?k=v");
+    } finally {
+      delete g.location;
+    }
   });
 });
 
-describe("metadata", () => {
-  it("lists entries in order, lower-cased, binary values in base64", () => {
-    assert.deepEqual(metadataEntries({ "X-A": "1", "x-b": ["2", "3"], "x-c-bin": new Uint8Array([0xfb, 0xff]) }), [
-      ["x-a", "1"],
+describe("request metadata", () => {
+  it("requestWire: headers become the query, with keys lower-cased as Headers does", () => {
+    const h = new Headers({ "X-B": "2", "x-a": "1 2", "X-C-Bin": "+/8=" });
+    const w = requestWire(h);
+    assert.deepEqual(w.query, [
+      ["x-a", "1 2"],
       ["x-b", "2"],
-      ["x-b", "3"],
       ["x-c-bin", "+/8="],
     ]);
-    assert.deepEqual(metadataEntries([["k", "v"], ["k", "w"]]), [
-      ["k", "v"],
-      ["k", "w"],
-    ]);
-    assert.deepEqual(metadataEntries(new Map([["m", "1"]])), [["m", "1"]]);
-    assert.deepEqual(metadataEntries(undefined), []);
+    assert.equal(w.token, undefined);
+    assert.deepEqual(requestWire(new Headers()), { query: [], token: undefined });
+  });
+
+  it("requestWire: values appended to one key arrive joined, as Headers joins them", () => {
+    const h = new Headers();
+    h.append("x-b", "2");
+    h.append("X-B", "3");
+    assert.deepEqual(requestWire(h).query, [["x-b", "2, 3"]]);
+  });
+
+  it("requestWire: an authorization: Bearer header is the token, not in the query", () => {
+    const w = requestWire(new Headers({ Authorization: "Bearer s3cr3t/t0k3n+~", "x-a": "1" }));
+    assert.equal(w.token, "s3cr3t/t0k3n+~");
+    assert.deepEqual(w.query, [["x-a", "1"]]);
+    assert.equal(requestWire(new Headers({ authorization: "bearer lower" })).token, "lower");
+    assert.equal(requestWire(new Headers({ authorization: "BEARER\tupper" })).token, "upper");
+    assert.equal(requestWire(new Headers({ authorization: "Bearer  two spaces" })).token, "two spaces");
+  });
+
+  it("requestWire: any other authorization is refused with InvalidArgument", () => {
+    for (const value of ["Basic dXNlcjpwdw==", "Bearer", "Bearertoken", "token"]) {
+      assert.throws(
+        () => requestWire(new Headers({ authorization: value, "x-a": "1" })),
+        (e: unknown) => e instanceof ConnectError && e.code === Code.InvalidArgument && /Bearer/.test(e.message),
+        value,
+      );
+    }
+  });
+
+  it("toHeaders copies metadata into Headers, skipping what Headers cannot hold", () => {
+    const f = parseServerControl('{"headers":{"entries":{"x-a":{"values":["1","2"]},"x-b-bin":{"values":["AAEC"]},"bad key":{"values":["v"]}}}}');
+    assert.equal(f.kind, "headers");
+    if (f.kind !== "headers") return;
+    const h = toHeaders(f.headers);
+    assert.equal(h.get("x-a"), "1, 2");
+    assert.equal(h.get("x-b-bin"), "AAEC");
+    assert.deepEqual([...h.keys()], ["x-a", "x-b-bin"]);
+    assert.deepEqual([...toHeaders(undefined)], []);
   });
 
   it("bearer tokens are base64url without padding", () => {
     assert.equal(bearerSubprotocol("s3cr3t/t0k3n+~"), "base64url.bearer.grpcws.czNjcjN0L3QwazNuK34");
     assert.equal(bearerSubprotocol("??>"), "base64url.bearer.grpcws.Pz8-");
+    assert.equal(bearerSubprotocol("ü"), "base64url.bearer.grpcws.w7w", "UTF-8");
   });
 
   it("base64 both ways, either alphabet, padding optional", () => {
@@ -210,6 +319,7 @@ describe("metadata", () => {
     assert.equal(encodeBase64(bytes), "APv/AQ==");
     assert.deepEqual(decodeBase64("APv/AQ=="), bytes);
     assert.deepEqual(decodeBase64("APv_AQ"), bytes);
+    assert.deepEqual(decodeBase64(""), new Uint8Array());
     const big = new Uint8Array(100_000).map((_, i) => i & 0xff);
     assert.deepEqual(decodeBase64(encodeBase64(big)), big);
   });
@@ -220,6 +330,8 @@ describe("metadata", () => {
     assert.equal(encodeTimeout(99_999_999), "99999999m");
     assert.equal(encodeTimeout(100_000_000), "100000S");
     assert.equal(encodeTimeout(0), "1n");
+    assert.equal(encodeTimeout(-5), "1n");
+    assert.equal(encodeTimeout(Infinity), "99999999H");
   });
 });
 
@@ -234,17 +346,19 @@ describe("backoff", () => {
   });
 
   it("retries only what may succeed", () => {
+    const err = (code: Code, closeCode: number | undefined) =>
+      new ConnectError("", code, undefined, undefined, closeCode === undefined ? undefined : new WebSocketClose(closeCode, ""));
     const retryable: [Code, number | undefined][] = [
       [Code.Unavailable, 1001],
       [Code.Unavailable, 1006],
       [Code.Unavailable, undefined],
-      [Code.ResourceExhausted, 1013],
+      [Code.ResourceExhausted, CloseCode.TryAgainLater],
       [Code.ResourceExhausted, undefined],
       [Code.Aborted, undefined],
       [Code.DeadlineExceeded, 4004],
     ];
     for (const [code, closeCode] of retryable) {
-      assert.ok(isRetryable(new GrpcWsError("", code, closeCode === undefined ? {} : { closeCode })), `${codeName(code)} ${String(closeCode)}`);
+      assert.ok(isRetryable(err(code, closeCode)), `${Code[code]} ${String(closeCode)}`);
     }
     const pointless: [Code, number | undefined][] = [
       [Code.ResourceExhausted, CloseCode.MessageTooBig],
@@ -256,15 +370,24 @@ describe("backoff", () => {
       [Code.Internal, 1002],
       [Code.NotFound, undefined],
       [Code.AlreadyExists, undefined],
+      [Code.Unknown, undefined],
     ];
     for (const [code, closeCode] of pointless) {
-      assert.ok(!isRetryable(new GrpcWsError("", code, closeCode === undefined ? {} : { closeCode })), `${codeName(code)} ${String(closeCode)}`);
+      assert.ok(!isRetryable(err(code, closeCode)), `${Code[code]} ${String(closeCode)}`);
     }
+  });
+
+  it("retries the errors errorFromClose and errorFromStatus make as their codes say", () => {
+    assert.equal(isRetryable(errorFromClose(CloseCode.TryAgainLater, "")), true);
+    assert.equal(isRetryable(errorFromClose(CloseCode.MessageTooBig, "")), false);
+    assert.equal(isRetryable(errorFromClose(CloseCode.GoingAway, "")), true);
+    assert.equal(isRetryable(errorFromClose(4007, "")), false);
+    assert.equal(isRetryable(errorFromStatus(create(StatusSchema, { code: Code.ResourceExhausted }), new Headers())), true);
   });
 });
 
 describe("withReconnect", () => {
-  const unavailable = () => new GrpcWsError("gone", Code.Unavailable, { closeCode: 1006 });
+  const unavailable = () => errorFromClose(CloseCode.Abnormal, "");
 
   it("retries until success, with growing delays", async () => {
     const delays: number[] = [];
@@ -284,9 +407,9 @@ describe("withReconnect", () => {
     await assert.rejects(
       withReconnect(async () => {
         runs++;
-        throw new GrpcWsError("no", Code.PermissionDenied, { closeCode: 4007 });
+        throw errorFromClose(4007, "no");
       }),
-      (e: unknown) => e instanceof GrpcWsError && e.code === Code.PermissionDenied,
+      (e: unknown) => e instanceof ConnectError && e.code === Code.PermissionDenied,
     );
     assert.equal(runs, 1);
   });
@@ -301,7 +424,7 @@ describe("withReconnect", () => {
         },
         { maxAttempts: 3, initialDelayMs: 1 },
       ),
-      (e: unknown) => e instanceof GrpcWsError && e.code === Code.Unavailable,
+      (e: unknown) => e instanceof ConnectError && e.code === Code.Unavailable,
     );
     assert.equal(runs, 3);
   });
@@ -330,7 +453,7 @@ describe("withReconnect", () => {
       { signal: ctl.signal, initialDelayMs: 60_000, random: () => 0.5 },
     );
     setTimeout(() => ctl.abort(), 10);
-    await assert.rejects(p, (e: unknown) => e instanceof GrpcWsError && e.code === Code.Canceled);
+    await assert.rejects(p, (e: unknown) => e instanceof ConnectError && e.code === Code.Canceled);
     assert.equal(runs, 1);
   });
 
@@ -339,15 +462,15 @@ describe("withReconnect", () => {
     const p = withReconnect(
       ({ signal }) =>
         new Promise<void>((_resolve, reject) => {
-          signal.addEventListener("abort", () => reject(new GrpcWsError("stopped", Code.Canceled)));
+          signal.addEventListener("abort", () => reject(new ConnectError("stopped", Code.Canceled)));
           ctl.abort();
         }),
       { signal: ctl.signal },
     );
-    await assert.rejects(p, (e: unknown) => e instanceof GrpcWsError && e.code === Code.Canceled);
+    await assert.rejects(p, (e: unknown) => e instanceof ConnectError && e.code === Code.Canceled);
   });
 
-  it("throws errors that are not GrpcWsErrors at once", async () => {
+  it("throws errors that are not ConnectErrors at once", async () => {
     let runs = 0;
     await assert.rejects(
       withReconnect(async () => {

@@ -22,7 +22,8 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Failure asks the server to end the RPC with this status.
+// Failure asks the server to end the RPC with this status. The status
+// carries the Failure as its one detail.
 type Failure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// code is a gRPC status code; 0 means do not fail.
