@@ -29,6 +29,7 @@ import (
 	"github.com/grpcws/grpcws/bridge"
 	"github.com/grpcws/grpcws/internal/config"
 	"github.com/grpcws/grpcws/internal/connlimit"
+	"github.com/grpcws/grpcws/internal/filestamp"
 	"github.com/grpcws/grpcws/internal/metrics"
 	"github.com/grpcws/grpcws/internal/peer"
 	"github.com/grpcws/grpcws/internal/tlsfiles"
@@ -494,9 +495,12 @@ func (s *Server) retireGeneration(g *generation) {
 func (s *Server) newBackend(bc config.Backend) (*backend, error) {
 	log := s.log.With(slog.String("backend", bc.Name))
 	var services []protoreflect.ServiceDescriptor
+	var from origins
+	var stamp filestamp.Stamp
 	if !usesReflection(bc) {
+		stamp = filestamp.Take(bc.Descriptors.Files) // before the read: a change during it is seen later
 		var err error
-		if services, err = loadFiles(bc); err != nil {
+		if services, from, err = loadFiles(bc); err != nil {
 			return nil, err
 		}
 	}
@@ -504,9 +508,9 @@ func (s *Server) newBackend(bc config.Backend) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &backend{name: bc.Name, cfg: bc, cc: cc, log: log, done: make(chan struct{}), tried: make(chan struct{}), stop: func() {}}
+	b := &backend{name: bc.Name, cfg: bc, cc: cc, log: log, done: make(chan struct{}), tried: make(chan struct{}), stop: func() {}, stamp: stamp}
 	if services != nil {
-		b.setServices(services)
+		b.setServices(services, from)
 		close(b.tried)
 	}
 	return b, nil
@@ -596,7 +600,7 @@ func routeServices(cfg *config.Config, backends map[string]*backend) (services [
 			problems = append(problems, fmt.Sprintf("routes[%d]: no backend %q", i, r.Backend))
 			continue
 		}
-		loaded, loadErr := b.loaded()
+		loaded, _, loadErr := b.loaded()
 		if loaded == nil {
 			p := fmt.Sprintf("routes[%d]: backend %s: %s", i, r.Backend, notLoadedYet)
 			if loadErr != nil {
