@@ -93,7 +93,8 @@ type Server struct {
 type generation struct {
 	handler  *bridge.Handler // every protocol, WebSocket and HTTP
 	backends []*backend
-	problems []string // why it is not ready, e.g. a route to a missing service
+	routes   []RouteInfo // what handler serves, for the status page
+	problems []string    // why it is not ready, e.g. a route to a missing service
 }
 
 // New makes a Server. It does no I/O.
@@ -422,7 +423,7 @@ func (s *Server) rebuild(cfg *config.Config) error {
 	}
 	s.mu.Unlock()
 
-	services, problems := routeServices(cfg, backends)
+	services, origin, problems := routeServices(cfg, backends)
 	h, err := bridge.NewHandler(services, s.handlerOptions(cfg)...)
 	if err != nil {
 		for _, b := range fresh {
@@ -430,7 +431,7 @@ func (s *Server) rebuild(cfg *config.Config) error {
 		}
 		return err
 	}
-	g := &generation{handler: h, problems: problems}
+	g := &generation{handler: h, routes: catalogue(h.Routes(), services, origin), problems: problems}
 	for _, b := range backends {
 		g.backends = append(g.backends, b)
 	}
@@ -590,9 +591,11 @@ func (s *Server) handlerOptions(cfg *config.Config) []bridge.Option {
 }
 
 // routeServices turns the routes of cfg into the bridge's services, from
-// the descriptors the backends have loaded. Routes that cannot be served
-// yet or at all are left out and described in problems.
-func routeServices(cfg *config.Config, backends map[string]*backend) (services []bridge.Service, problems []string) {
+// the descriptors the backends have loaded, and tells for each service the
+// backend that serves it and where its descriptor came from. Routes that
+// cannot be served yet or at all are left out and described in problems.
+func routeServices(cfg *config.Config, backends map[string]*backend) (services []bridge.Service, origin map[protoreflect.FullName]serviceOrigin, problems []string) {
+	origin = map[protoreflect.FullName]serviceOrigin{}
 	exposed := map[protoreflect.FullName]int{} // service → route index
 	for i, r := range cfg.Routes {
 		b, ok := backends[r.Backend]
@@ -600,7 +603,7 @@ func routeServices(cfg *config.Config, backends map[string]*backend) (services [
 			problems = append(problems, fmt.Sprintf("routes[%d]: no backend %q", i, r.Backend))
 			continue
 		}
-		loaded, _, loadErr := b.loaded()
+		loaded, from, loadErr := b.loaded()
 		if loaded == nil {
 			p := fmt.Sprintf("routes[%d]: backend %s: %s", i, r.Backend, notLoadedYet)
 			if loadErr != nil {
@@ -679,9 +682,10 @@ func routeServices(cfg *config.Config, backends map[string]*backend) (services [
 			}
 			exposed[name] = i
 			services = append(services, *picked[name])
+			origin[name] = serviceOrigin{backend: r.Backend, descriptors: from[name]}
 		}
 	}
-	return services, problems
+	return services, origin, problems
 }
 
 const notLoadedYet = "descriptors not loaded yet"
