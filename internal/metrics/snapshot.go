@@ -22,16 +22,18 @@ type Counts struct {
 	Ended           map[string]float64 // RPCs ended, ever, by gRPC status code name ("OK", "NotFound", …)
 }
 
-// A Snapshot is every route and protocol's counters at one moment.
+// A Snapshot is every route and protocol's counters at one moment, and the
+// refused connections and calls.
 type Snapshot struct {
 	Time    time.Time
 	Streams map[Stream]Counts
+	Refused map[string]float64 // refusals, ever, by reason (a bridge.Refusal)
 }
 
 // Snapshot reads the RPC counters now. It takes no lock that the bridge's
 // per-message methods take.
 func (m *Metrics) Snapshot() Snapshot {
-	s := Snapshot{Time: time.Now(), Streams: map[Stream]Counts{}}
+	s := Snapshot{Time: time.Now(), Streams: map[Stream]Counts{}, Refused: map[string]float64{}}
 	update := func(k Stream, f func(c *Counts)) {
 		c := s.Streams[k]
 		f(&c)
@@ -56,6 +58,11 @@ func (m *Metrics) Snapshot() Snapshot {
 			}
 			c.Ended[l["code"]] = d.GetCounter().GetValue()
 		})
+	})
+	each(m.handshakes, func(l map[string]string, d *dto.Metric) {
+		if why := l["outcome"]; why != "accepted" {
+			s.Refused[why] = d.GetCounter().GetValue()
+		}
 	})
 	return s
 }
@@ -92,6 +99,22 @@ type Change struct {
 // the earlier snapshot base, and the time between the two. Counters only
 // grow, so a series missing from base counts from zero.
 func (s Snapshot) Since(base Snapshot) (map[Stream]Change, time.Duration) {
+	return s.changes(base), s.Time.Sub(base.Time)
+}
+
+// RefusedSince returns the refusals since the earlier snapshot base, by
+// reason; reasons with none are left out.
+func (s Snapshot) RefusedSince(base Snapshot) map[string]float64 {
+	out := map[string]float64{}
+	for why, n := range s.Refused {
+		if d := n - base.Refused[why]; d > 0 {
+			out[why] = d
+		}
+	}
+	return out
+}
+
+func (s Snapshot) changes(base Snapshot) map[Stream]Change {
 	out := make(map[Stream]Change, len(s.Streams))
 	for k, now := range s.Streams {
 		then := base.Streams[k]
@@ -109,7 +132,7 @@ func (s Snapshot) Since(base Snapshot) (map[Stream]Change, time.Duration) {
 		}
 		out[k] = c
 	}
-	return out, s.Time.Sub(base.Time)
+	return out
 }
 
 // A History keeps snapshots, oldest first, for as long as it is told, so

@@ -30,6 +30,9 @@ func TestSnapshot(t *testing.T) {
 		s.ServerMessage(1)
 		s.Ended(code, time.Millisecond)
 	}
+	m.Refused(bridge.RefusedUnknownRoute)
+	m.Refused(bridge.RefusedUnknownRoute)
+	m.Refused(bridge.RefusedOverLimit)
 	before := time.Now()
 	s := m.Snapshot()
 	if s.Time.Before(before) || time.Since(s.Time) > time.Minute {
@@ -58,6 +61,16 @@ func TestSnapshot(t *testing.T) {
 	}
 	if len(s.Streams) != 2 {
 		t.Errorf("%d streams: %v; want 2", len(s.Streams), s.Streams)
+	}
+	// Every reason is there from the start, at zero.
+	wantRefused := map[string]float64{"unknown_route": 2, "over_limit": 1, "origin_refused": 0, "bad_request": 0, "shutting_down": 0}
+	if !maps.Equal(s.Refused, wantRefused) {
+		t.Errorf("refused %v; want %v", s.Refused, wantRefused)
+	}
+	base := s
+	m.Refused(bridge.RefusedOrigin)
+	if got, want := m.Snapshot().RefusedSince(base), map[string]float64{"origin_refused": 1}; !maps.Equal(got, want) {
+		t.Errorf("RefusedSince = %v; want %v", got, want)
 	}
 }
 
