@@ -10,11 +10,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 	"github.com/grpcws/grpcws/internal/config"
@@ -159,6 +161,10 @@ func TestDescriptorFileSwap(t *testing.T) {
 	open := dialer{}.mustDial(t, ctx, r.url, bidiRoute)
 	v1test.Send(t, ctx, open, &echov1.BidiRequest{Message: "before"})
 	v1test.Next(t, ctx, open)
+	// A stream of a method that the new set drops.
+	ticking := dialer{}.mustDial(t, ctx, r.url, tickerRoute)
+	v1test.Send(t, ctx, ticking, &echov1.TickerRequest{Interval: durationpb.New(20 * time.Millisecond)})
+	v1test.Next(t, ctx, ticking)
 
 	// The new version has Upload and no longer has Ticker.
 	dir.update("api.binpb", echoSetWithout(t, "Ticker"))
@@ -170,6 +176,15 @@ func TestDescriptorFileSwap(t *testing.T) {
 	}
 	v1test.Send(t, ctx, open, &echov1.BidiRequest{Message: "after the swap"})
 	v1test.Next(t, ctx, open)
+	// The Ticker stream opened before goes on ticking, and the status page
+	// lists it as no longer routed.
+	for range 3 {
+		v1test.Next(t, ctx, ticking)
+	}
+	if _, page := r.get(t, "/"); !strings.Contains(page, `id="gone"`) || !strings.Contains(page, `id="route:/examples.echo.v1.EchoService/Ticker"`) {
+		t.Errorf("the status page does not list Ticker as no longer routed")
+	}
+	ticking.Close(websocket.StatusNormalClosure, "")
 	if !strings.Contains(logs.String(), "descriptor files reloaded") {
 		t.Errorf("no log of the reload:\n%s", logs)
 	}
@@ -186,7 +201,10 @@ func TestDescriptorFileSwap(t *testing.T) {
 		t.Errorf("after the corrupt set: Ticker closed with %d; want 4012", got)
 	}
 	if _, body := r.get(t, "/metrics"); !strings.Contains(body, `grpcws_descriptor_loads_total{backend="echo",result="failure"} 1`) {
-		t.Errorf("metrics do not count the failed load:\n%s", body)
+		t.Errorf("metrics do not count the failed load:\n%s", grepLines(body, "grpcws_descriptor_loads_total"))
+	}
+	if _, page := r.get(t, "/"); !strings.Contains(page, "is not a descriptor set") {
+		t.Errorf("the status page does not show why the set did not load")
 	}
 	line := ""
 	for l := range strings.Lines(logs.String()) {

@@ -62,6 +62,8 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics
+	history *metrics.History // for the status page's rates
+	started time.Time
 	limiter *connlimit.Limiter // WebSockets and HTTP calls in progress
 	conns   *connTracker       // connections without a request
 	trusted atomic.Pointer[[]netip.Prefix]
@@ -122,6 +124,8 @@ func New(opts Options) (*Server, error) {
 		log:         log,
 		reg:         reg,
 		metrics:     metrics.New(reg),
+		history:     metrics.NewHistory(failureWindow),
+		started:     time.Now(),
 		limiter:     connlimit.New(l.MaxConnections, l.MaxConnectionsPerIP),
 		backends:    map[string]*backend{},
 		generations: map[*generation]struct{}{},
@@ -189,6 +193,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	s.awaitDescriptors(ctx)
+
+	// The status page's rates count from here.
+	s.history.Add(s.metrics.Snapshot())
+	sampling, stopSampling := context.WithCancel(context.Background())
+	var sampler sync.WaitGroup
+	sampler.Go(func() { s.sample(sampling) })
+	defer func() {
+		stopSampling()
+		sampler.Wait()
+	}()
 
 	// HTTP/2 serves gRPC clients, with prior knowledge when there is no
 	// TLS and through ALPN when there is, and browsers' fetch over TLS;
@@ -716,6 +730,7 @@ func (s *Server) ready() []string {
 
 func (s *Server) adminMux(withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.serveStatus)
 	mux.Handle("GET /metrics", metrics.Handler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = fmt.Fprintln(w, "ok")

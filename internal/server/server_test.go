@@ -455,6 +455,9 @@ func TestDrain(t *testing.T) {
 		code, body := r.get(t, "/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "draining")
 	})
+	if _, page := r.get(t, "/"); !strings.Contains(page, `<span id="state" class="badge bad">draining</span>`) {
+		t.Error("the status page does not say the sidecar is draining")
+	}
 	c := dialer{}.mustDial(t, ctx, r.url, echoRoute)
 	if code, _ := v1test.CloseCode(ctx, c); code != websocket.StatusGoingAway {
 		t.Errorf("new connection while draining: close %d; want 1001", code)
