@@ -39,6 +39,7 @@ const (
 type statusFixture struct {
 	*running
 	chatSet string
+	backend string    // the test backend's address, both backends' target
 	began   time.Time // before the server was made
 	ready   time.Time // once /readyz answered 200
 	base    string    // http://front
@@ -56,7 +57,7 @@ func newStatusFixture(t *testing.T) *statusFixture {
 		{Backend: "echo", Services: []string{"examples.echo.v1.EchoService"}},
 		{Backend: "chat", All: true},
 	}
-	f := &statusFixture{chatSet: chatSet, began: time.Now()}
+	f := &statusFixture{chatSet: chatSet, backend: tb.Addr, began: time.Now()}
 	f.running = serve(t, Options{Config: cfg})
 	f.waitReady(t)
 	f.ready = time.Now()
@@ -165,10 +166,16 @@ func TestStatusPage(t *testing.T) {
 			t.Errorf("the page lacks %q", want)
 		}
 	}
-	for _, secret := range []string{secretToken, secretMetadata, "127.0.0.1:" + strings.Split(f.Addr().String(), ":")[1]} {
+	token := v1wire.TokenEntry(secretToken)
+	for _, secret := range []string{secretToken, token, strings.TrimPrefix(token, v1wire.TokenPrefix), secretMetadata} {
 		if strings.Contains(body, secret) {
 			t.Errorf("the page shows %q", secret)
 		}
+	}
+	// The only addresses on the page are the two backends' target: no
+	// client's, and not the listener's.
+	if n := strings.Count(body, "127.0.0.1"); n != 2 || strings.Count(body, `<div class="mono">`+f.backend+`</div>`) != 2 {
+		t.Errorf("the page has 127.0.0.1 %d times; want it twice, in the backends' targets", n)
 	}
 	// No external assets: nothing is loaded from elsewhere.
 	for _, asset := range []string{"<script", "<link", "src=", "url(", "@import"} {
