@@ -21,6 +21,20 @@ const (
 	RefusedShutdown     Refusal = "shutting_down"  // the Handler is shutting down (1001)
 )
 
+// A Protocol names the wire protocol an RPC came by, for an Observer: it
+// is the Protocol of the Route that Observer.Accepted receives. The values
+// are stable, fit for a metric label.
+type Protocol string
+
+// The protocols a Handler serves.
+const (
+	ProtocolV1             Protocol = "grpcws.v1"       // protocol v1 over WebSocket (docs/protocol.md)
+	ProtocolGRPCWebsockets Protocol = "grpc-websockets" // grpcwebproxy's WebSocket protocol (docs/grpc-websockets.md)
+	ProtocolGRPCWeb        Protocol = "grpc-web"        // gRPC-Web over HTTP, binary or text (WithHTTPProtocols)
+	ProtocolConnect        Protocol = "connect"         // Connect over HTTP, unary or streaming (WithHTTPProtocols)
+	ProtocolGRPC           Protocol = "grpc"            // gRPC over HTTP/2 (WithHTTPProtocols)
+)
+
 // An Observer is told what happens to every connection and call a Handler
 // serves, for metrics. Its methods, and those of the StreamObservers it returns, are
 // called from the connections' goroutines: they must be safe for concurrent
@@ -28,8 +42,9 @@ const (
 type Observer interface {
 	// Refused is called once for each refused connection.
 	Refused(why Refusal)
-	// Accepted is called when an RPC starts. The StreamObserver it returns
-	// is told about the RPC's messages and its end.
+	// Accepted is called when an RPC starts, with its route; route.Protocol
+	// is the protocol it came by. The StreamObserver it returns is told
+	// about the RPC's messages and its end.
 	Accepted(route Route) StreamObserver
 }
 

@@ -215,6 +215,8 @@ func parseHeaderBlock(b []byte, rules *metadataRules) (metadata.MD, time.Duratio
 	return md.md, timeout, nil
 }
 
+func (*gwsFraming) protocol() Protocol { return ProtocolGRPCWebsockets }
+
 func (f *gwsFraming) recv() (mem.BufferSlice, int, error) {
 	for {
 		halfClosed := f.finished || (!f.route.ClientStreams && f.sent)

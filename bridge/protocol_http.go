@@ -309,6 +309,18 @@ func (f *httpFraming) compression(enc string) error {
 // Errors of the request's messages.
 var errTruncated = invalidArgument("grpcws: the request ended inside a message")
 
+// protocol names the call's protocol: grpc-web-text is gRPC-Web, and
+// Connect's streaming calls are Connect.
+func (f *httpFraming) protocol() Protocol {
+	switch f.call.protocol {
+	case "grpc-web", "grpc-web-text":
+		return ProtocolGRPCWeb
+	case "grpc":
+		return ProtocolGRPC
+	}
+	return ProtocolConnect
+}
+
 func (f *httpFraming) recv() (mem.BufferSlice, int, error) {
 	if f.eof {
 		return nil, 0, errInputDone

@@ -148,6 +148,8 @@ type v1Framing struct {
 	eofDue     bool // the next recv returns io.EOF: a unary request was sent
 }
 
+func (*v1Framing) protocol() Protocol { return ProtocolV1 }
+
 func (f *v1Framing) recv() (mem.BufferSlice, int, error) {
 	if f.eofDue {
 		f.eofDue = false

@@ -62,6 +62,9 @@ type Route struct {
 	Names []string
 	// ClientStreams and ServerStreams tell the RPC kind.
 	ClientStreams, ServerStreams bool
+	// Protocol is the protocol of one RPC on the route: it is set in the
+	// Route that Observer.Accepted receives, and empty in Handler.Routes.
+	Protocol Protocol
 }
 
 // route is a Route with what a session needs to serve it.

@@ -48,6 +48,8 @@ type framing interface {
 	end(st *status.Status, trailers metadata.MD, f *failure) error
 	// abort cuts the transport at once: the client is gone or too slow.
 	abort()
+	// protocol names the protocol, for the observer.
+	protocol() Protocol
 }
 
 // A pinger is a framing whose connection the session keeps alive with
@@ -155,7 +157,9 @@ func (s *session) run(ctx context.Context, md metadata.MD, timeout time.Duration
 		ctx, stop = context.WithTimeout(ctx, timeout)
 		defer stop()
 	}
-	s.obs = s.h.cfg.observer.Accepted(s.route.Route)
+	rt := s.route.Route
+	rt.Protocol = s.f.protocol()
+	s.obs = s.h.cfg.observer.Accepted(rt)
 	var first mem.BufferSlice
 	if s.readFirst && !s.route.ClientStreams {
 		var err error

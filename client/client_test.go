@@ -269,7 +269,7 @@ func TestStatusDetails(t *testing.T) {
 	hs := httptest.NewServer(h)
 	defer hs.Close()
 	defer h.Shutdown(context.Background())
-	conn, err := client.New("ws"+strings.TrimPrefix(hs.URL, "http"))
+	conn, err := client.New("ws" + strings.TrimPrefix(hs.URL, "http"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +386,7 @@ func TestHandshakeFailures(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			conn, err := client.New("ws"+strings.TrimPrefix(tt.url, "http"))
+			conn, err := client.New("ws" + strings.TrimPrefix(tt.url, "http"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -50,7 +50,7 @@ func Example() {
 	// The client: the stub is the one protoc-gen-go-grpc generates.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := client.New("ws"+strings.TrimPrefix(srv.URL, "http"))
+	conn, err := client.New("ws" + strings.TrimPrefix(srv.URL, "http"))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -27,6 +27,7 @@ type flags struct {
 	maxConnsPerIP  int
 	validate       bool
 	pprof          bool
+	version        bool
 	logFormat      string
 	logLevel       string
 
@@ -52,6 +53,11 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
   grpcws --config grpcws.yaml [flags]    production: see docs/configuration.md
   grpcws --backend HOST:PORT --expose SERVICE [flags]
   grpcws check --config grpcws.yaml      validate a configuration file and exit
+  grpcws routes --config grpcws.yaml     print the methods it serves: subprotocols, kinds, messages
+                                         (also with --backend, --expose, --descriptors; --format json)
+  grpcws --version                       print the version and exit
+
+The admin listener serves a status page at /, /metrics, /healthz and /readyz.
 
 Flags override the configuration file:
 `)
@@ -59,7 +65,7 @@ Flags override the configuration file:
 	}
 	fs.StringVar(&f.config, "config", "", "configuration `file` (YAML); SIGHUP reloads it")
 	fs.StringVar(&f.listen, "listen", "", "`address` to serve WebSocket clients on (default 127.0.0.1:8080 with --demo, else :8080)")
-	fs.StringVar(&f.adminListen, "admin-listen", "", "`address` for /metrics, /healthz and /readyz (default 127.0.0.1:9901)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "`address` for the status page, /metrics, /healthz and /readyz (default 127.0.0.1:9901)")
 	fs.StringVar(&f.backend, "backend", "", "gRPC backend `target` (host:port, dns:///host:port, unix:///path), plaintext; a backend named \"default\"")
 	fs.Var((*list)(&f.expose), "expose", "with --backend: a `service` to expose (repeatable), or '*' for every service the backend has")
 	fs.Var((*list)(&f.descriptors), "descriptors", "with --backend: descriptor set `file` (buf build -o api.binpb), repeatable; default: the backend's server reflection")
@@ -73,6 +79,7 @@ Flags override the configuration file:
 	fs.BoolVar(&f.pprof, "pprof", false, "serve /debug/pprof/ on the admin listener")
 	fs.StringVar(&f.logFormat, "log-format", "", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil, err
@@ -85,6 +92,7 @@ Flags override the configuration file:
 	f.set = map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	switch {
+	case f.version:
 	case f.demo && f.backend != "":
 		return nil, usageError{fmt.Errorf("--demo and --backend %q: choose one", f.backend)}
 	case f.backend != "" && len(f.expose) == 0:

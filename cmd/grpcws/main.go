@@ -5,6 +5,7 @@
 //	grpcws --config grpcws.yaml
 //	grpcws --backend 127.0.0.1:9090 --expose pkg.v1.Service
 //	grpcws check --config grpcws.yaml
+//	grpcws routes --config grpcws.yaml
 //
 // The configuration file is described in docs/configuration.md. SIGHUP
 // reloads it; SIGTERM and SIGINT drain and stop.
@@ -27,6 +28,7 @@ import (
 
 	"github.com/grpcws/grpcws/internal/demobackend"
 	"github.com/grpcws/grpcws/internal/server"
+	"github.com/grpcws/grpcws/internal/version"
 	"github.com/grpcws/grpcws/web/demo"
 )
 
@@ -50,12 +52,21 @@ func main() {
 // run runs the command in args until ctx is done. Each value on reload
 // reloads the configuration file.
 func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "check" {
-		return check(args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "check":
+			return check(args[1:], stdout, stderr)
+		case "routes":
+			return routesCommand(ctx, args[1:], stdout, stderr)
+		}
 	}
 	f, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if f.version {
+		fmt.Fprintln(stdout, "grpcws", version.Get())
+		return nil
 	}
 	cfg, err := f.load()
 	if err != nil {

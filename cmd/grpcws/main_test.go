@@ -413,6 +413,7 @@ func TestAdmin(t *testing.T) {
 		{"healthz", "http://" + admin + "/healthz", http.StatusOK, "ok\n"},
 		{"readyz", "http://" + admin + "/readyz", http.StatusOK, "ok\n"},
 		{"metrics", "http://" + admin + "/metrics", http.StatusOK, "grpcws_handshakes_total"},
+		{"status page", "http://" + admin + "/", http.StatusOK, "examples.<wbr>echo.<wbr>v1.<wbr>echoservice.<wbr>echo"},
 		{"demo page", "http://" + addr + "/", http.StatusOK, "<!doctype html>"},
 		{"no pprof by default", "http://" + admin + "/debug/pprof/", http.StatusNotFound, ""},
 	} {

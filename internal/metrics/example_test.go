@@ -22,7 +22,7 @@ func Example() {
 	defer unwatch()
 
 	// What the bridge does for one unary RPC.
-	s := m.Accepted(bridge.Route{Method: "/echo.v1.Echo/Unary"})
+	s := m.Accepted(bridge.Route{Method: "/echo.v1.Echo/Unary", Protocol: bridge.ProtocolConnect})
 	s.ClientMessage(11)
 	s.ServerMessage(13)
 	s.Ended(codes.OK, 20*time.Millisecond)
@@ -44,7 +44,7 @@ func Example() {
 	}
 	// Output:
 	// grpcws_backend_up{backend="echo"} 1
-	// grpcws_message_bytes_total{direction="backend_to_client",route="/echo.v1.Echo/Unary"} 13
-	// grpcws_message_bytes_total{direction="client_to_backend",route="/echo.v1.Echo/Unary"} 11
-	// grpcws_streams_total{code="OK",route="/echo.v1.Echo/Unary"} 1
+	// grpcws_message_bytes_total{direction="backend_to_client",protocol="connect",route="/echo.v1.Echo/Unary"} 13
+	// grpcws_message_bytes_total{direction="client_to_backend",protocol="connect",route="/echo.v1.Echo/Unary"} 11
+	// grpcws_streams_total{code="OK",protocol="connect",route="/echo.v1.Echo/Unary"} 1
 }

@@ -1,7 +1,8 @@
 // Package metrics exports the sidecar's Prometheus metrics: the bridge's
 // handshakes, RPCs and messages (through bridge.Observer), the backends'
 // connection states, configuration and descriptor reloads, and draining.
-// docs/metrics.md lists every metric.
+// docs/metrics.md lists every metric. Snapshot and History read the RPCs'
+// counters back for the status page.
 package metrics
 
 import (
@@ -45,6 +46,7 @@ var durationBuckets = []float64{
 // lock and do not allocate.
 type Metrics struct {
 	open        prometheus.Gauge
+	streamsOpen *prometheus.GaugeVec // open by route and protocol
 	handshakes  *prometheus.CounterVec
 	accepted    prometheus.Counter // handshakes{outcome="accepted"}
 	messages    *prometheus.CounterVec
@@ -71,27 +73,31 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "grpcws_connections_open",
 			Help: "RPCs open now.",
 		}),
+		streamsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "grpcws_streams_open",
+			Help: "RPCs open now, by route and protocol.",
+		}, []string{"route", "protocol"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "grpcws_handshakes_total",
 			Help: "WebSocket handshakes by outcome: accepted, or why the connection was refused.",
 		}, []string{"outcome"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "grpcws_messages_total",
-			Help: "Messages forwarded, by route and direction.",
-		}, []string{"route", "direction"}),
+			Help: "Messages forwarded, by route, protocol and direction.",
+		}, []string{"route", "protocol", "direction"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "grpcws_message_bytes_total",
-			Help: "Bytes of the messages forwarded, as sized on the WebSocket, by route and direction.",
-		}, []string{"route", "direction"}),
+			Help: "Bytes of the messages forwarded, as sized on the wire, by route, protocol and direction.",
+		}, []string{"route", "protocol", "direction"}),
 		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "grpcws_streams_total",
-			Help: "RPCs ended, by route and gRPC status code.",
-		}, []string{"route", "code"}),
+			Help: "RPCs ended, by route, protocol and gRPC status code.",
+		}, []string{"route", "protocol", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "grpcws_stream_duration_seconds",
-			Help:    "How long RPCs lasted, by route.",
+			Help:    "How long RPCs lasted, by route and protocol.",
 			Buckets: durationBuckets,
-		}, []string{"route"}),
+		}, []string{"route", "protocol"}),
 		backends: newBackendCollector(),
 		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "grpcws_config_last_reload_success_timestamp_seconds",
@@ -117,7 +123,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.handshakes.WithLabelValues(string(why))
 	}
 	reg.MustRegister(
-		m.open, m.handshakes, m.messages, m.bytes, m.streams, m.duration,
+		m.open, m.streamsOpen, m.handshakes, m.messages, m.bytes, m.streams, m.duration,
 		m.backends, reloads, m.lastReload, m.descriptors, m.draining,
 	)
 	return m
@@ -129,21 +135,26 @@ func (m *Metrics) Refused(why bridge.Refusal) {
 }
 
 // Accepted counts an accepted handshake and an open RPC, and returns the
-// RPC's StreamObserver. The label values of the route are resolved here, once
-// per RPC, so that counting a message is two atomic adds.
+// RPC's StreamObserver. The label values of the route and its protocol
+// (route.Protocol) are resolved here, once per RPC, so that counting a
+// message is two atomic adds.
 func (m *Metrics) Accepted(route bridge.Route) bridge.StreamObserver {
 	m.accepted.Inc()
 	m.open.Inc()
-	r := route.Method
-	return &stream{
+	r, p := route.Method, string(route.Protocol)
+	s := &stream{
 		m:           m,
 		route:       r,
-		clientMsgs:  m.messages.WithLabelValues(r, clientToBackend),
-		clientBytes: m.bytes.WithLabelValues(r, clientToBackend),
-		serverMsgs:  m.messages.WithLabelValues(r, backendToClient),
-		serverBytes: m.bytes.WithLabelValues(r, backendToClient),
-		duration:    m.duration.WithLabelValues(r),
+		protocol:    p,
+		open:        m.streamsOpen.WithLabelValues(r, p),
+		clientMsgs:  m.messages.WithLabelValues(r, p, clientToBackend),
+		clientBytes: m.bytes.WithLabelValues(r, p, clientToBackend),
+		serverMsgs:  m.messages.WithLabelValues(r, p, backendToClient),
+		serverBytes: m.bytes.WithLabelValues(r, p, backendToClient),
+		duration:    m.duration.WithLabelValues(r, p),
 	}
+	s.open.Inc()
+	return s
 }
 
 // WatchBackend reports the connectivity state of a backend's connection, read at scrape time from state(); the backend is reported until the returned func is called.
@@ -196,7 +207,8 @@ func Handler(g prometheus.Gatherer) http.Handler {
 // and only read afterwards; the collectors themselves are atomic.
 type stream struct {
 	m                       *Metrics
-	route                   string
+	route, protocol         string
+	open                    prometheus.Gauge
 	clientMsgs, clientBytes prometheus.Counter
 	serverMsgs, serverBytes prometheus.Counter
 	duration                prometheus.Observer
@@ -218,6 +230,7 @@ func (s *stream) ServerMessage(size int) {
 
 func (s *stream) Ended(code codes.Code, duration time.Duration) {
 	s.m.open.Dec()
-	s.m.streams.WithLabelValues(s.route, code.String()).Inc()
+	s.open.Dec()
+	s.m.streams.WithLabelValues(s.route, s.protocol, code.String()).Inc()
 	s.duration.Observe(duration.Seconds())
 }

@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,7 @@ var echoRoute = bridge.Route{
 	Names:         []string{"echo.v1.Echo.Chat"},
 	ClientStreams: true,
 	ServerStreams: true,
+	Protocol:      bridge.ProtocolV1,
 }
 
 func TestNewExportsZeroes(t *testing.T) {
@@ -58,7 +60,7 @@ grpcws_draining 0
 	// The families with per-route or per-backend labels have no series
 	// until something happens.
 	for _, name := range []string{
-		"grpcws_messages_total", "grpcws_message_bytes_total", "grpcws_streams_total",
+		"grpcws_streams_open", "grpcws_messages_total", "grpcws_message_bytes_total", "grpcws_streams_total",
 		"grpcws_stream_duration_seconds", "grpcws_backend_state", "grpcws_backend_up",
 		"grpcws_descriptor_loads_total",
 	} {
@@ -78,9 +80,18 @@ func TestStream(t *testing.T) {
 	m := metrics.New(reg)
 
 	s := m.Accepted(echoRoute)
-	other := m.Accepted(bridge.Route{Method: "/echo.v1.Echo/Unary"})
+	other := m.Accepted(bridge.Route{Method: "/echo.v1.Echo/Unary", Protocol: bridge.ProtocolConnect})
 	if got := sumOf(t, reg, "grpcws_connections_open"); got != 2 {
 		t.Errorf("grpcws_connections_open while open: got %v; want 2", got)
+	}
+	const openWant = `
+# HELP grpcws_streams_open RPCs open now, by route and protocol.
+# TYPE grpcws_streams_open gauge
+grpcws_streams_open{protocol="connect",route="/echo.v1.Echo/Unary"} %d
+grpcws_streams_open{protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} %d
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(fmt.Sprintf(openWant, 1, 1)), "grpcws_streams_open"); err != nil {
+		t.Errorf("while open: %v", err)
 	}
 	for _, size := range []int{10, 20, 30} {
 		s.ClientMessage(size)
@@ -105,66 +116,69 @@ grpcws_handshakes_total{outcome="origin_refused"} 0
 grpcws_handshakes_total{outcome="over_limit"} 0
 grpcws_handshakes_total{outcome="shutting_down"} 0
 grpcws_handshakes_total{outcome="unknown_route"} 0
-# HELP grpcws_messages_total Messages forwarded, by route and direction.
+# HELP grpcws_messages_total Messages forwarded, by route, protocol and direction.
 # TYPE grpcws_messages_total counter
-grpcws_messages_total{direction="backend_to_client",route="/echo.v1.Echo/Chat"} 3
-grpcws_messages_total{direction="client_to_backend",route="/echo.v1.Echo/Chat"} 3
-grpcws_messages_total{direction="backend_to_client",route="/echo.v1.Echo/Unary"} 1
-grpcws_messages_total{direction="client_to_backend",route="/echo.v1.Echo/Unary"} 1
-# HELP grpcws_message_bytes_total Bytes of the messages forwarded, as sized on the WebSocket, by route and direction.
+grpcws_messages_total{direction="backend_to_client",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 3
+grpcws_messages_total{direction="client_to_backend",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 3
+grpcws_messages_total{direction="backend_to_client",protocol="connect",route="/echo.v1.Echo/Unary"} 1
+grpcws_messages_total{direction="client_to_backend",protocol="connect",route="/echo.v1.Echo/Unary"} 1
+# HELP grpcws_message_bytes_total Bytes of the messages forwarded, as sized on the wire, by route, protocol and direction.
 # TYPE grpcws_message_bytes_total counter
-grpcws_message_bytes_total{direction="backend_to_client",route="/echo.v1.Echo/Chat"} 12
-grpcws_message_bytes_total{direction="client_to_backend",route="/echo.v1.Echo/Chat"} 60
-grpcws_message_bytes_total{direction="backend_to_client",route="/echo.v1.Echo/Unary"} 200
-grpcws_message_bytes_total{direction="client_to_backend",route="/echo.v1.Echo/Unary"} 100
-# HELP grpcws_streams_total RPCs ended, by route and gRPC status code.
+grpcws_message_bytes_total{direction="backend_to_client",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 12
+grpcws_message_bytes_total{direction="client_to_backend",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 60
+grpcws_message_bytes_total{direction="backend_to_client",protocol="connect",route="/echo.v1.Echo/Unary"} 200
+grpcws_message_bytes_total{direction="client_to_backend",protocol="connect",route="/echo.v1.Echo/Unary"} 100
+# HELP grpcws_streams_total RPCs ended, by route, protocol and gRPC status code.
 # TYPE grpcws_streams_total counter
-grpcws_streams_total{code="NotFound",route="/echo.v1.Echo/Chat"} 1
-grpcws_streams_total{code="OK",route="/echo.v1.Echo/Unary"} 1
-# HELP grpcws_stream_duration_seconds How long RPCs lasted, by route.
+grpcws_streams_total{code="NotFound",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 1
+grpcws_streams_total{code="OK",protocol="connect",route="/echo.v1.Echo/Unary"} 1
+# HELP grpcws_stream_duration_seconds How long RPCs lasted, by route and protocol.
 # TYPE grpcws_stream_duration_seconds histogram
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="0.005"} 0
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="0.01"} 0
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="0.025"} 0
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="0.05"} 0
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="0.1"} 0
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="0.25"} 0
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="0.5"} 0
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="1"} 0
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="2.5"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="10"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="30"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="60"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="300"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="900"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="3600"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Chat",le="+Inf"} 1
-grpcws_stream_duration_seconds_sum{route="/echo.v1.Echo/Chat"} 1.5
-grpcws_stream_duration_seconds_count{route="/echo.v1.Echo/Chat"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="0.005"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="0.01"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="0.025"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="0.05"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="0.1"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="0.25"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="0.5"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="1"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="2.5"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="10"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="30"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="60"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="300"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="900"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="3600"} 1
-grpcws_stream_duration_seconds_bucket{route="/echo.v1.Echo/Unary",le="+Inf"} 1
-grpcws_stream_duration_seconds_sum{route="/echo.v1.Echo/Unary"} 0.003
-grpcws_stream_duration_seconds_count{route="/echo.v1.Echo/Unary"} 1
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="0.005"} 0
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="0.01"} 0
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="0.025"} 0
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="0.05"} 0
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="0.1"} 0
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="0.25"} 0
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="0.5"} 0
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="1"} 0
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="2.5"} 1
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="10"} 1
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="30"} 1
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="60"} 1
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="300"} 1
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="900"} 1
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="3600"} 1
+grpcws_stream_duration_seconds_bucket{protocol="grpcws.v1",route="/echo.v1.Echo/Chat",le="+Inf"} 1
+grpcws_stream_duration_seconds_sum{protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 1.5
+grpcws_stream_duration_seconds_count{protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="0.005"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="0.01"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="0.025"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="0.05"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="0.1"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="0.25"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="0.5"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="1"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="2.5"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="10"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="30"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="60"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="300"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="900"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="3600"} 1
+grpcws_stream_duration_seconds_bucket{protocol="connect",route="/echo.v1.Echo/Unary",le="+Inf"} 1
+grpcws_stream_duration_seconds_sum{protocol="connect",route="/echo.v1.Echo/Unary"} 0.003
+grpcws_stream_duration_seconds_count{protocol="connect",route="/echo.v1.Echo/Unary"} 1
 `
 	err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"grpcws_connections_open", "grpcws_handshakes_total", "grpcws_messages_total",
 		"grpcws_message_bytes_total", "grpcws_streams_total", "grpcws_stream_duration_seconds")
 	if err != nil {
 		t.Error(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(fmt.Sprintf(openWant, 0, 0)), "grpcws_streams_open"); err != nil {
+		t.Errorf("after the ends: %v", err)
 	}
 }
 
@@ -334,8 +348,8 @@ func TestHandler(t *testing.T) {
 		`grpcws_handshakes_total{outcome="accepted"} 1`,
 		`grpcws_handshakes_total{outcome="origin_refused"} 1`,
 		`grpcws_handshakes_total{outcome="over_limit"} 0`,
-		`grpcws_messages_total{direction="client_to_backend",route="/echo.v1.Echo/Chat"} 1`,
-		`grpcws_message_bytes_total{direction="client_to_backend",route="/echo.v1.Echo/Chat"} 42`,
+		`grpcws_messages_total{direction="client_to_backend",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 1`,
+		`grpcws_message_bytes_total{direction="client_to_backend",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} 42`,
 		"grpcws_draining 1",
 	} {
 		if !containsLine(string(body), line) {
@@ -387,17 +401,17 @@ func TestConcurrentMessages(t *testing.T) {
 
 	const n = streams * goroutines * messages
 	want := `
-# HELP grpcws_messages_total Messages forwarded, by route and direction.
+# HELP grpcws_messages_total Messages forwarded, by route, protocol and direction.
 # TYPE grpcws_messages_total counter
-grpcws_messages_total{direction="backend_to_client",route="/echo.v1.Echo/Chat"} ` + itoa(n) + `
-grpcws_messages_total{direction="client_to_backend",route="/echo.v1.Echo/Chat"} ` + itoa(n) + `
-# HELP grpcws_message_bytes_total Bytes of the messages forwarded, as sized on the WebSocket, by route and direction.
+grpcws_messages_total{direction="backend_to_client",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} ` + itoa(n) + `
+grpcws_messages_total{direction="client_to_backend",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} ` + itoa(n) + `
+# HELP grpcws_message_bytes_total Bytes of the messages forwarded, as sized on the wire, by route, protocol and direction.
 # TYPE grpcws_message_bytes_total counter
-grpcws_message_bytes_total{direction="backend_to_client",route="/echo.v1.Echo/Chat"} ` + itoa(n*2*size) + `
-grpcws_message_bytes_total{direction="client_to_backend",route="/echo.v1.Echo/Chat"} ` + itoa(n*size) + `
-# HELP grpcws_streams_total RPCs ended, by route and gRPC status code.
+grpcws_message_bytes_total{direction="backend_to_client",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} ` + itoa(n*2*size) + `
+grpcws_message_bytes_total{direction="client_to_backend",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} ` + itoa(n*size) + `
+# HELP grpcws_streams_total RPCs ended, by route, protocol and gRPC status code.
 # TYPE grpcws_streams_total counter
-grpcws_streams_total{code="Canceled",route="/echo.v1.Echo/Chat"} ` + itoa(streams) + `
+grpcws_streams_total{code="Canceled",protocol="grpcws.v1",route="/echo.v1.Echo/Chat"} ` + itoa(streams) + `
 # HELP grpcws_connections_open RPCs open now.
 # TYPE grpcws_connections_open gauge
 grpcws_connections_open 0

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/grpcws/grpcws/bridge"
 	"github.com/grpcws/grpcws/internal/config"
+	"github.com/grpcws/grpcws/internal/filestamp"
 	"github.com/grpcws/grpcws/internal/tlsfiles"
 )
 
@@ -41,11 +43,29 @@ type backend struct {
 	tried   chan struct{} // closed after the first load, whatever its outcome
 	unwatch func()
 
+	// stamp is the descriptor files as last read or tried. newBackend sets
+	// it; then it is watch's alone.
+	stamp filestamp.Stamp
+
 	mu       sync.Mutex
 	services []protoreflect.ServiceDescriptor // nil until loaded
+	origins  origins                          // where each service's descriptor came from
 	sum      [32]byte                         // of the loaded descriptors, to notice changes
-	loadErr  error
+	loadErr  error                            // of the last load; nil after a success
+	readAt   time.Time                        // when the last successful load ended
+	triedAt  time.Time                        // when the last load ended, whatever its outcome
 }
+
+// origins maps services to where their descriptors came from: the
+// descriptor set file that holds them, or reflectionOrigin.
+type origins map[protoreflect.FullName]string
+
+// reflectionOrigin is the origin of descriptors read by server reflection.
+const reflectionOrigin = "server reflection"
+
+// fileCheckInterval is how often a backend's descriptor files are checked
+// for changes.
+var fileCheckInterval = time.Second
 
 // reconnectBackoff is how fast a backend connection retries: a backend that
 // comes back is found within a few seconds.
@@ -108,40 +128,53 @@ func usesReflection(b config.Backend) bool {
 	return len(b.Descriptors.Files) == 0
 }
 
-// loadFiles reads the backend's descriptor-set files.
-func loadFiles(b config.Backend) ([]protoreflect.ServiceDescriptor, error) {
+// loadFiles reads the backend's descriptor-set files. A service in more
+// than one file comes from the first.
+func loadFiles(b config.Backend) ([]protoreflect.ServiceDescriptor, origins, error) {
 	var out []protoreflect.ServiceDescriptor
-	seen := map[protoreflect.FullName]bool{}
+	from := origins{}
 	for _, f := range b.Descriptors.Files {
 		services, err := bridge.ReadDescriptorSet(f)
 		if err != nil {
-			return nil, fmt.Errorf("backend %s: %w", b.Name, err)
+			return nil, nil, fmt.Errorf("backend %s: %w", b.Name, err)
 		}
 		for _, s := range services {
-			if !seen[s.FullName()] {
-				seen[s.FullName()] = true
+			if _, ok := from[s.FullName()]; !ok {
+				from[s.FullName()] = f
 				out = append(out, s)
 			}
 		}
 	}
-	return out, nil
+	return out, from, nil
 }
 
-// loaded returns the backend's services, nil until they are loaded.
-func (b *backend) loaded() ([]protoreflect.ServiceDescriptor, error) {
+// reflected returns the origins of services read by server reflection.
+func reflected(services []protoreflect.ServiceDescriptor) origins {
+	from := make(origins, len(services))
+	for _, s := range services {
+		from[s.FullName()] = reflectionOrigin
+	}
+	return from
+}
+
+// loaded returns the backend's services, nil until they are loaded, and
+// where each came from.
+func (b *backend) loaded() ([]protoreflect.ServiceDescriptor, origins, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.services, b.loadErr
+	return b.services, b.origins, b.loadErr
 }
 
-// setServices stores newly loaded services and reports whether they differ
-// from the ones before.
-func (b *backend) setServices(services []protoreflect.ServiceDescriptor) bool {
+// setServices stores newly loaded services and reports whether they, or
+// where they came from, differ from the ones before.
+func (b *backend) setServices(services []protoreflect.ServiceDescriptor, from origins) bool {
 	sum := fingerprint(services)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	changed := b.services == nil || sum != b.sum
-	b.services, b.sum, b.loadErr = services, sum, nil
+	changed := b.services == nil || sum != b.sum || !maps.Equal(from, b.origins)
+	b.services, b.origins, b.sum, b.loadErr = services, from, sum, nil
+	b.readAt = time.Now()
+	b.triedAt = b.readAt
 	return changed
 }
 
@@ -149,6 +182,26 @@ func (b *backend) setLoadErr(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.loadErr = err
+	b.triedAt = time.Now()
+}
+
+// sources describes where the backend's descriptors come from, for the
+// status page.
+type sources struct {
+	names   []string  // the descriptor set files, or reflectionOrigin
+	readAt  time.Time // zero until the first successful load
+	triedAt time.Time
+	err     error // of the last load
+}
+
+func (b *backend) sources() sources {
+	names := []string{reflectionOrigin}
+	if !usesReflection(b.cfg) {
+		names = b.cfg.Descriptors.Files
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return sources{names: names, readAt: b.readAt, triedAt: b.triedAt, err: b.loadErr}
 }
 
 // fingerprint hashes the files that define services.
@@ -185,7 +238,8 @@ func (b *backend) watch(ctx context.Context, changed func(), observe func(ok boo
 	defer wg.Wait()
 	wg.Go(func() { b.keepConnected(ctx, states) })
 	if !usesReflection(b.cfg) {
-		<-ctx.Done()
+		observe(true) // newBackend loaded them
+		b.watchFiles(ctx, changed, observe)
 		return
 	}
 
@@ -202,7 +256,7 @@ func (b *backend) watch(ctx context.Context, changed func(), observe func(ok boo
 			b.log.Warn("grpcws: backend reflection failed; retrying", slog.Any("error", err))
 			return false
 		}
-		if b.setServices(services) {
+		if b.setServices(services, reflected(services)) {
 			b.log.Info("grpcws: backend descriptors loaded", slog.Int("services", len(services)))
 			changed()
 		}
@@ -243,6 +297,46 @@ func (b *backend) watch(ctx context.Context, changed func(), observe func(ok boo
 			}
 			wasReady = ready
 		}
+	}
+}
+
+// watchFiles reads the backend's descriptor files again whenever they
+// change, checking every fileCheckInterval, until ctx is done. Files that
+// do not load leave the services as they were; they are tried again at
+// their next change.
+func (b *backend) watchFiles(ctx context.Context, changed func(), observe func(ok bool)) {
+	files := b.cfg.Descriptors.Files
+	t := time.NewTicker(fileCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		stamp := filestamp.Take(files)
+		var names []string
+		for _, i := range stamp.Changed(b.stamp) {
+			names = append(names, files[i])
+		}
+		if len(names) == 0 {
+			continue
+		}
+		b.stamp = stamp
+		services, from, err := loadFiles(b.cfg)
+		observe(err == nil)
+		if err != nil {
+			b.setLoadErr(err)
+			b.log.Error("grpcws: descriptor files changed but do not load; keeping the previous routes",
+				slog.Any("files", names), slog.Any("error", err))
+			continue
+		}
+		if !b.setServices(services, from) {
+			b.log.Debug("grpcws: descriptor files changed, their services did not", slog.Any("files", names))
+			continue
+		}
+		b.log.Info("grpcws: descriptor files reloaded", slog.Any("files", names), slog.Int("services", len(services)))
+		changed()
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/grpcws/grpcws/bridge"
 	"github.com/grpcws/grpcws/internal/config"
 	"github.com/grpcws/grpcws/internal/connlimit"
+	"github.com/grpcws/grpcws/internal/filestamp"
 	"github.com/grpcws/grpcws/internal/metrics"
 	"github.com/grpcws/grpcws/internal/peer"
 	"github.com/grpcws/grpcws/internal/tlsfiles"
@@ -61,6 +62,8 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics
+	history *metrics.History // for the status page's rates
+	started time.Time
 	limiter *connlimit.Limiter // WebSockets and HTTP calls in progress
 	conns   *connTracker       // connections without a request
 	trusted atomic.Pointer[[]netip.Prefix]
@@ -92,7 +95,8 @@ type Server struct {
 type generation struct {
 	handler  *bridge.Handler // every protocol, WebSocket and HTTP
 	backends []*backend
-	problems []string // why it is not ready, e.g. a route to a missing service
+	routes   []RouteInfo // what handler serves, for the status page
+	problems []string    // why it is not ready, e.g. a route to a missing service
 }
 
 // New makes a Server. It does no I/O.
@@ -120,6 +124,8 @@ func New(opts Options) (*Server, error) {
 		log:         log,
 		reg:         reg,
 		metrics:     metrics.New(reg),
+		history:     metrics.NewHistory(failureWindow),
+		started:     time.Now(),
 		limiter:     connlimit.New(l.MaxConnections, l.MaxConnectionsPerIP),
 		backends:    map[string]*backend{},
 		generations: map[*generation]struct{}{},
@@ -187,6 +193,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	s.awaitDescriptors(ctx)
+
+	// The status page's rates count from here.
+	s.history.Add(s.metrics.Snapshot())
+	sampling, stopSampling := context.WithCancel(context.Background())
+	var sampler sync.WaitGroup
+	sampler.Go(func() { s.sample(sampling) })
+	defer func() {
+		stopSampling()
+		sampler.Wait()
+	}()
 
 	// HTTP/2 serves gRPC clients, with prior knowledge when there is no
 	// TLS and through ALPN when there is, and browsers' fetch over TLS;
@@ -421,7 +437,7 @@ func (s *Server) rebuild(cfg *config.Config) error {
 	}
 	s.mu.Unlock()
 
-	services, problems := routeServices(cfg, backends)
+	services, origin, problems := routeServices(cfg, backends)
 	h, err := bridge.NewHandler(services, s.handlerOptions(cfg)...)
 	if err != nil {
 		for _, b := range fresh {
@@ -429,7 +445,7 @@ func (s *Server) rebuild(cfg *config.Config) error {
 		}
 		return err
 	}
-	g := &generation{handler: h, problems: problems}
+	g := &generation{handler: h, routes: catalogue(h.Routes(), services, origin), problems: problems}
 	for _, b := range backends {
 		g.backends = append(g.backends, b)
 	}
@@ -494,9 +510,12 @@ func (s *Server) retireGeneration(g *generation) {
 func (s *Server) newBackend(bc config.Backend) (*backend, error) {
 	log := s.log.With(slog.String("backend", bc.Name))
 	var services []protoreflect.ServiceDescriptor
+	var from origins
+	var stamp filestamp.Stamp
 	if !usesReflection(bc) {
+		stamp = filestamp.Take(bc.Descriptors.Files) // before the read: a change during it is seen later
 		var err error
-		if services, err = loadFiles(bc); err != nil {
+		if services, from, err = loadFiles(bc); err != nil {
 			return nil, err
 		}
 	}
@@ -504,9 +523,9 @@ func (s *Server) newBackend(bc config.Backend) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &backend{name: bc.Name, cfg: bc, cc: cc, log: log, done: make(chan struct{}), tried: make(chan struct{}), stop: func() {}}
+	b := &backend{name: bc.Name, cfg: bc, cc: cc, log: log, done: make(chan struct{}), tried: make(chan struct{}), stop: func() {}, stamp: stamp}
 	if services != nil {
-		b.setServices(services)
+		b.setServices(services, from)
 		close(b.tried)
 	}
 	return b, nil
@@ -586,9 +605,11 @@ func (s *Server) handlerOptions(cfg *config.Config) []bridge.Option {
 }
 
 // routeServices turns the routes of cfg into the bridge's services, from
-// the descriptors the backends have loaded. Routes that cannot be served
-// yet or at all are left out and described in problems.
-func routeServices(cfg *config.Config, backends map[string]*backend) (services []bridge.Service, problems []string) {
+// the descriptors the backends have loaded, and tells for each service the
+// backend that serves it and where its descriptor came from. Routes that
+// cannot be served yet or at all are left out and described in problems.
+func routeServices(cfg *config.Config, backends map[string]*backend) (services []bridge.Service, origin map[protoreflect.FullName]serviceOrigin, problems []string) {
+	origin = map[protoreflect.FullName]serviceOrigin{}
 	exposed := map[protoreflect.FullName]int{} // service → route index
 	for i, r := range cfg.Routes {
 		b, ok := backends[r.Backend]
@@ -596,7 +617,7 @@ func routeServices(cfg *config.Config, backends map[string]*backend) (services [
 			problems = append(problems, fmt.Sprintf("routes[%d]: no backend %q", i, r.Backend))
 			continue
 		}
-		loaded, loadErr := b.loaded()
+		loaded, from, loadErr := b.loaded()
 		if loaded == nil {
 			p := fmt.Sprintf("routes[%d]: backend %s: %s", i, r.Backend, notLoadedYet)
 			if loadErr != nil {
@@ -675,9 +696,10 @@ func routeServices(cfg *config.Config, backends map[string]*backend) (services [
 			}
 			exposed[name] = i
 			services = append(services, *picked[name])
+			origin[name] = serviceOrigin{backend: r.Backend, descriptors: from[name]}
 		}
 	}
-	return services, problems
+	return services, origin, problems
 }
 
 const notLoadedYet = "descriptors not loaded yet"
@@ -708,6 +730,7 @@ func (s *Server) ready() []string {
 
 func (s *Server) adminMux(withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.serveStatus)
 	mux.Handle("GET /metrics", metrics.Handler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = fmt.Fprintln(w, "ok")

@@ -402,11 +402,12 @@ func TestMetrics(t *testing.T) {
 	want := []string{
 		`grpcws_handshakes_total{outcome="accepted"} 1`,
 		`grpcws_handshakes_total{outcome="unknown_route"} 1`,
-		`grpcws_messages_total{direction="client_to_backend",route="/examples.echo.v1.EchoService/Upload"} 3`,
-		`grpcws_message_bytes_total{direction="client_to_backend",route="/examples.echo.v1.EchoService/Upload"} 21`,
-		`grpcws_messages_total{direction="backend_to_client",route="/examples.echo.v1.EchoService/Upload"} 1`,
-		`grpcws_streams_total{code="OK",route="/examples.echo.v1.EchoService/Upload"} 1`,
-		`grpcws_stream_duration_seconds_count{route="/examples.echo.v1.EchoService/Upload"} 1`,
+		`grpcws_messages_total{direction="client_to_backend",protocol="grpcws.v1",route="/examples.echo.v1.EchoService/Upload"} 3`,
+		`grpcws_message_bytes_total{direction="client_to_backend",protocol="grpcws.v1",route="/examples.echo.v1.EchoService/Upload"} 21`,
+		`grpcws_messages_total{direction="backend_to_client",protocol="grpcws.v1",route="/examples.echo.v1.EchoService/Upload"} 1`,
+		`grpcws_streams_total{code="OK",protocol="grpcws.v1",route="/examples.echo.v1.EchoService/Upload"} 1`,
+		`grpcws_stream_duration_seconds_count{protocol="grpcws.v1",route="/examples.echo.v1.EchoService/Upload"} 1`,
+		`grpcws_streams_open{protocol="grpcws.v1",route="/examples.echo.v1.EchoService/Upload"} 0`,
 		`grpcws_connections_open 0`,
 		`grpcws_backend_up{backend="echo"} 1`,
 		`grpcws_draining 0`,
@@ -454,6 +455,9 @@ func TestDrain(t *testing.T) {
 		code, body := r.get(t, "/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "draining")
 	})
+	if _, page := r.get(t, "/"); !strings.Contains(page, `<span id="state" class="badge bad">draining</span>`) {
+		t.Error("the status page does not say the sidecar is draining")
+	}
 	c := dialer{}.mustDial(t, ctx, r.url, echoRoute)
 	if code, _ := v1test.CloseCode(ctx, c); code != websocket.StatusGoingAway {
 		t.Errorf("new connection while draining: close %d; want 1001", code)

@@ -8,13 +8,13 @@
 // The files are checked on handshakes, at most once a second, with no
 // goroutine of their own: a configuration that is not used does no work. A
 // file counts as changed when its modification time, its size or the file
-// itself (a rename or a symbolic link pointing elsewhere) changes. When a
-// change is seen every file is read again. If they load, the new
-// certificate serves every handshake from then on; connections already open
-// keep the certificate they were made with. If they do not load (a file is
-// missing, corrupt, or the key does not match the certificate), the error
-// is logged, the previous certificate stays in use, and the files are
-// tried again at their next change.
+// itself (a rename or a symbolic link pointing elsewhere) changes, as
+// internal/filestamp tells. When a change is seen every file is read
+// again. If they load, the new certificate serves every handshake from then
+// on; connections already open keep the certificate they were made with.
+// If they do not load (a file is missing, corrupt, or the key does not
+// match the certificate), the error is logged, the previous certificate
+// stays in use, and the files are tried again at their next change.
 //
 // Replace files by writing a temporary file and renaming it over the old
 // one. A certificate and its key cannot be replaced together; a handshake
@@ -27,11 +27,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/grpcws/grpcws/internal/filestamp"
 )
 
 // nextProtos is what a server offers in ALPN.
@@ -243,9 +244,9 @@ type reloader[T any] struct {
 	log   *slog.Logger
 	every time.Duration
 
-	mu   sync.Mutex    // guards the fields below
-	next time.Time     // no check before then
-	seen []fs.FileInfo // the files as last loaded or tried; nil for a file that could not be stat'ed
+	mu   sync.Mutex      // guards the fields below
+	next time.Time       // no check before then
+	seen filestamp.Stamp // the files as last loaded or tried
 	cur  T
 }
 
@@ -255,7 +256,7 @@ func newReloader[T any](files []string, load func() (T, error), attrs func(T) []
 	}
 	// Stat before loading, so that a change during the load is seen at
 	// the next check rather than lost.
-	seen := statFiles(files)
+	seen := filestamp.Take(files)
 	v, err := load()
 	if err != nil {
 		return nil, err
@@ -282,12 +283,10 @@ func (r *reloader[T]) get() T {
 		return r.cur
 	}
 	r.next = now.Add(r.every)
-	seen := statFiles(r.files)
+	seen := filestamp.Take(r.files)
 	var changed []string
-	for i, fi := range seen {
-		if !sameFile(fi, r.seen[i]) {
-			changed = append(changed, r.files[i])
-		}
+	for _, i := range seen.Changed(r.seen) {
+		changed = append(changed, r.files[i])
 	}
 	if len(changed) == 0 {
 		return r.cur
@@ -302,20 +301,4 @@ func (r *reloader[T]) get() T {
 	r.cur = v
 	r.log.Info("grpcws: tls certificate reloaded", append([]any{slog.Any("files", changed)}, r.attrs(v)...)...)
 	return v
-}
-
-func statFiles(files []string) []fs.FileInfo {
-	seen := make([]fs.FileInfo, len(files))
-	for i, f := range files {
-		seen[i], _ = os.Stat(f) // a missing file is nil, and fails the load
-	}
-	return seen
-}
-
-// sameFile reports whether a and b describe the same file, unchanged.
-func sameFile(a, b fs.FileInfo) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return os.SameFile(a, b) && a.ModTime().Equal(b.ModTime()) && a.Size() == b.Size()
 }
