@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -70,9 +71,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case isUpgrade(r):
 		closing := h.rpcs.enter()
 		defer h.rpcs.leave()
-		if offersGRPCWebsockets(r) {
+		switch {
+		case offers(r, GRPCWebsockets):
 			h.serveGRPCWebsockets(w, r, closing)
-		} else {
+		case offers(r, Multiplexed):
+			h.serveMux(w, r, closing)
+		default:
 			h.serveV1(w, r, closing)
 		}
 	case h.gateway != nil && isCall(r):
@@ -117,6 +121,8 @@ func headerHasToken(h http.Header, name, token string) bool {
 // error.
 type admission struct {
 	log     *slog.Logger
+	addr    netip.Addr // the client's address, for the limits
+	token   string     // the offered bearer token, also in md as authorization
 	md      metadata.MD
 	timeout time.Duration
 	refusal *failure
@@ -129,7 +135,7 @@ type admission struct {
 // connection limits.
 func (h *Handler) admit(r *http.Request, closing bool, offer v1wire.Offer, offerErr error, noRoute *failure) admission {
 	addr, forwardedFor := h.cfg.clientAddr(r)
-	a := admission{log: h.cfg.logger.With(slog.String("client", addr.String())), release: func() {}}
+	a := admission{log: h.cfg.logger.With(slog.String("client", addr.String())), addr: addr, token: offer.Token, release: func() {}}
 	switch ok, origin := h.cfg.origin(r); {
 	case closing:
 		a.refusal, a.why = errShuttingDown, RefusedShutdown
@@ -234,6 +240,7 @@ type tracker struct {
 	mu       sync.Mutex
 	active   int // ServeHTTP calls under way
 	sessions map[*session]struct{}
+	muxes    map[*muxConn]struct{} // multiplexed connections, drained by startClosing
 	closing  bool
 	idle     chan struct{} // closed when active drops to 0 after closing began
 }
@@ -275,15 +282,46 @@ func (t *tracker) remove(s *session) {
 // closed when the last one is gone, or nil if there is none.
 func (t *tracker) startClosing() <-chan struct{} {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.closing = true
-	if t.active == 0 {
+	muxes := make([]*muxConn, 0, len(t.muxes))
+	for c := range t.muxes {
+		muxes = append(muxes, c)
+	}
+	var idle chan struct{}
+	if t.active > 0 {
+		if t.idle == nil {
+			t.idle = make(chan struct{})
+		}
+		idle = t.idle
+	}
+	t.mu.Unlock()
+	// A multiplexed connection would stay open, idle, for as long as its
+	// client likes: tell it to go away once its streams end.
+	for _, c := range muxes {
+		c.goAway()
+	}
+	if idle == nil {
 		return nil
 	}
-	if t.idle == nil {
-		t.idle = make(chan struct{})
+	return idle
+}
+
+// addMux tracks a multiplexed connection; it reports false when the
+// Handler is shutting down.
+func (t *tracker) addMux(c *muxConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.muxes == nil {
+		t.muxes = map[*muxConn]struct{}{}
 	}
-	return t.idle
+	t.muxes[c] = struct{}{}
+	return !t.closing
+}
+
+func (t *tracker) removeMux(c *muxConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.muxes, c)
 }
 
 // failAll ends every tracked RPC with err.

@@ -29,6 +29,7 @@ type Protocol string
 // The protocols a Handler serves.
 const (
 	ProtocolV1             Protocol = "grpcws.v1"       // protocol v1 over WebSocket (docs/protocol.md)
+	ProtocolMux            Protocol = "grpcws.mux.v1"   // many RPCs on one WebSocket (docs/protocol-mux.md)
 	ProtocolGRPCWebsockets Protocol = "grpc-websockets" // grpcwebproxy's WebSocket protocol (docs/grpc-websockets.md)
 	ProtocolGRPCWeb        Protocol = "grpc-web"        // gRPC-Web over HTTP, binary or text (WithHTTPProtocols)
 	ProtocolConnect        Protocol = "connect"         // Connect over HTTP, unary or streaming (WithHTTPProtocols)

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -16,6 +17,13 @@ const (
 	DefaultPingTimeout    = 20 * time.Second
 	DefaultWriteTimeout   = 30 * time.Second
 	DefaultReadTimeout    = 30 * time.Second
+
+	// grpcws.mux.v1 (docs/protocol-mux.md): WithMuxLimits and
+	// WithMuxWindows.
+	DefaultMuxMaxStreams   = 100
+	DefaultMuxMaxResets    = 500
+	DefaultMuxStreamWindow = 256 << 10
+	DefaultMuxConnWindow   = 16 << 20
 )
 
 // An Option configures a Handler.
@@ -44,6 +52,7 @@ type config struct {
 	validation        bool
 	httpProtocols     bool
 	fallback          http.Handler // nil: 426
+	mux               muxConfig
 	logger            *slog.Logger
 	accessLog         bool
 }
@@ -55,9 +64,15 @@ func newConfig(opts []Option) *config {
 		pingTimeout:    DefaultPingTimeout,
 		writeTimeout:   DefaultWriteTimeout,
 		readTimeout:    DefaultReadTimeout,
-		metadata:       metadataRules{headers: map[string]bool{}, forwardFor: true},
-		observer:       nopObserver{},
-		logger:         slog.Default(),
+		mux: muxConfig{
+			maxStreams:   DefaultMuxMaxStreams,
+			maxResets:    DefaultMuxMaxResets,
+			streamWindow: DefaultMuxStreamWindow,
+			connWindow:   DefaultMuxConnWindow,
+		},
+		metadata: metadataRules{headers: map[string]bool{}, forwardFor: true},
+		observer: nopObserver{},
+		logger:   slog.Default(),
 	}
 	for _, o := range opts {
 		o.apply(c)
@@ -263,5 +278,48 @@ func WithLogger(l *slog.Logger) Option {
 		if l != nil {
 			c.logger = l
 		}
+	})
+}
+
+// muxConfig holds grpcws.mux.v1's limits and windows.
+type muxConfig struct {
+	maxStreams   int
+	maxResets    int
+	streamWindow int
+	connWindow   int
+}
+
+// WithMuxLimits sets two limits of grpcws.mux.v1 (docs/protocol-mux.md,
+// section 5): the streams one connection may have open at once, beyond
+// which an OPEN is refused with RESOURCE_EXHAUSTED (default 100), and the
+// streams a connection may cancel or have refused in 10 seconds before it
+// is closed with 1008, which stops "rapid reset" floods (default 500).
+// Values below 1 keep the defaults.
+func WithMuxLimits(maxStreams, maxResets int) Option {
+	return optionFunc(func(c *config) {
+		if maxStreams > 0 {
+			c.mux.maxStreams = maxStreams
+		}
+		if maxResets > 0 {
+			c.mux.maxResets = maxResets
+		}
+	})
+}
+
+// WithMuxWindows sets the flow-control windows the bridge grants a
+// grpcws.mux.v1 client (docs/protocol-mux.md, section 4): for each stream
+// (default 256 KiB) and for the connection (default 16 MiB). They bound the
+// bytes a connection's streams hold waiting for their backends. Values
+// below 1024 keep the defaults; the connection window is at least the
+// stream window.
+func WithMuxWindows(stream, conn int) Option {
+	return optionFunc(func(c *config) {
+		if stream >= 1024 {
+			c.mux.streamWindow = min(stream, math.MaxInt32)
+		}
+		if conn >= 1024 {
+			c.mux.connWindow = min(conn, math.MaxInt32)
+		}
+		c.mux.connWindow = max(c.mux.connWindow, c.mux.streamWindow)
 	})
 }

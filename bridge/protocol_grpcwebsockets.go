@@ -45,19 +45,6 @@ const (
 // connection opens.
 const headerBlockTimeout = 10 * time.Second
 
-// offersGRPCWebsockets reports whether r offers the grpc-websockets
-// subprotocol.
-func offersGRPCWebsockets(r *http.Request) bool {
-	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
-		for p := range strings.SplitSeq(h, ",") {
-			if strings.TrimSpace(p) == GRPCWebsockets {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // serveGRPCWebsockets serves one grpc-websockets connection: the method
 // comes from the URL path, the request metadata from the first client
 // message, and every later message in either direction holds gRPC-Web

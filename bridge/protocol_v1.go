@@ -228,15 +228,7 @@ func (f *v1Framing) decode(typ websocket.MessageType, b []byte, buf mem.Buffer) 
 		return nil, invalidArgument("grpcws: binary frame in the JSON encoding: send messages as text frames")
 	case f.json:
 		defer buf.Free()
-		m := f.route.input.New().Interface()
-		if err := (protojson.UnmarshalOptions{Resolver: f.h.routes.types}).Unmarshal(b, m); err != nil {
-			return nil, invalidArgument(fmt.Sprintf("grpcws: message is not a valid %s in JSON: %v", m.ProtoReflect().Descriptor().FullName(), err))
-		}
-		out, err := proto.Marshal(m)
-		if err != nil {
-			return nil, invalidArgument(fmt.Sprintf("grpcws: message: %v", err))
-		}
-		return mem.BufferSlice{mem.SliceBuffer(out)}, nil
+		return f.h.fromJSON(f.route, b)
 	case f.h.cfg.validation:
 		if fail := f.h.validate(f.route, b); fail != nil {
 			buf.Free()
@@ -256,13 +248,9 @@ func (f *v1Framing) sendHeader(md metadata.MD) error {
 
 func (f *v1Framing) send(data mem.BufferSlice) (int, error) {
 	if f.json {
-		m := f.route.output.New().Interface()
-		if err := (proto.UnmarshalOptions{Resolver: f.h.routes.types}).Unmarshal(data.Materialize(), m); err != nil {
-			return 0, &failure{status: status.Newf(codes.Internal, "grpcws: backend message: %v", err)}
-		}
-		out, err := protojson.MarshalOptions{Resolver: f.h.routes.types}.Marshal(m)
-		if err != nil {
-			return 0, &failure{status: status.Newf(codes.Internal, "grpcws: backend message: %v", err)}
+		out, fail := f.h.toJSON(f.route, data)
+		if fail != nil {
+			return 0, fail
 		}
 		return len(out), f.conn.Write(context.Background(), websocket.MessageText, out)
 	}
@@ -295,4 +283,32 @@ func (f *v1Framing) end(st *status.Status, trailers metadata.MD, fail *failure) 
 		return f.conn.CloseNow()
 	}
 	return f.conn.Close(code, v1wire.CloseReason(st.Message()))
+}
+
+// fromJSON turns a message from the client in protobuf JSON into the
+// binary message to send to the backend.
+func (h *Handler) fromJSON(rt *route, b []byte) (mem.BufferSlice, *failure) {
+	m := rt.input.New().Interface()
+	if err := (protojson.UnmarshalOptions{Resolver: h.routes.types}).Unmarshal(b, m); err != nil {
+		return nil, invalidArgument(fmt.Sprintf("grpcws: message is not a valid %s in JSON: %v", m.ProtoReflect().Descriptor().FullName(), err))
+	}
+	out, err := proto.Marshal(m)
+	if err != nil {
+		return nil, invalidArgument(fmt.Sprintf("grpcws: message: %v", err))
+	}
+	return mem.BufferSlice{mem.SliceBuffer(out)}, nil
+}
+
+// toJSON turns a message from the backend into protobuf JSON for the
+// client.
+func (h *Handler) toJSON(rt *route, data mem.BufferSlice) ([]byte, *failure) {
+	m := rt.output.New().Interface()
+	if err := (proto.UnmarshalOptions{Resolver: h.routes.types}).Unmarshal(data.Materialize(), m); err != nil {
+		return nil, &failure{status: status.Newf(codes.Internal, "grpcws: backend message: %v", err)}
+	}
+	out, err := protojson.MarshalOptions{Resolver: h.routes.types}.Marshal(m)
+	if err != nil {
+		return nil, &failure{status: status.Newf(codes.Internal, "grpcws: backend message: %v", err)}
+	}
+	return out, nil
 }

@@ -162,6 +162,9 @@ func newRouteTable(services []Service, cfg *config) (*routeTable, error) {
 				if err := v1wire.CheckRouteName(name); err != nil {
 					return nil, fmt.Errorf("bridge: method %s: %w", r.Method, err)
 				}
+				if name == GRPCWebsockets || name == Multiplexed {
+					return nil, fmt.Errorf("bridge: method %s: subprotocol %q is reserved", r.Method, name)
+				}
 				if other, ok := t.byName[name]; ok {
 					return nil, fmt.Errorf("bridge: subprotocol %q names both %s and %s", name, other.Method, r.Method)
 				}

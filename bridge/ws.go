@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/coder/websocket"
@@ -126,6 +128,18 @@ func readMessage(r io.Reader) (mem.Buffer, error) {
 			return nil, err
 		}
 	}
+}
+
+// offers reports whether r offers the subprotocol name.
+func offers(r *http.Request, name string) bool {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if strings.TrimSpace(p) == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // acceptOptions are the options of every handshake. The origin is checked

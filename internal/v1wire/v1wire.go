@@ -280,15 +280,20 @@ func HeadersFrame(md metadata.MD) ([]byte, error) {
 // EndFrame encodes the final status and the trailers, less Content-Type
 // (which a trailers-only response carries in its trailers).
 func EndFrame(st *status.Status, trailers metadata.MD) ([]byte, error) {
+	return serverFrame(&grpcwsv1.ServerControl{Kind: &grpcwsv1.ServerControl_End{End: &grpcwsv1.End{
+		Status:   FromStatus(st),
+		Trailers: ToMetadata(trailers),
+	}}})
+}
+
+// FromStatus converts a gRPC status to its control-frame form.
+func FromStatus(st *status.Status) *grpcwsv1.Status {
 	p := st.Proto()
 	s := &grpcwsv1.Status{Code: p.GetCode(), Message: p.GetMessage()}
 	for _, d := range p.GetDetails() {
 		s.Details = append(s.Details, &grpcwsv1.Detail{TypeUrl: d.GetTypeUrl(), Value: d.GetValue()})
 	}
-	return serverFrame(&grpcwsv1.ServerControl{Kind: &grpcwsv1.ServerControl_End{End: &grpcwsv1.End{
-		Status:   s,
-		Trailers: ToMetadata(trailers),
-	}}})
+	return s
 }
 
 func serverFrame(c *grpcwsv1.ServerControl) ([]byte, error) {
