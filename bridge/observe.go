@@ -62,6 +62,27 @@ type StreamObserver interface {
 	Ended(code codes.Code, duration time.Duration)
 }
 
+// A MuxObserver is an Observer that is also told about the connections of
+// grpcws.mux.v1 (docs/protocol-mux.md). A Handler whose Observer
+// implements it calls it; the RPCs of those connections reach Accepted as
+// every RPC does, with ProtocolMux.
+type MuxObserver interface {
+	// MuxOpened is called when a multiplexed connection opens. The
+	// MuxConnObserver it returns is told about that connection.
+	MuxOpened() MuxConnObserver
+}
+
+// A MuxConnObserver is told about one multiplexed connection, from its
+// goroutines: its methods must be safe for concurrent use.
+type MuxConnObserver interface {
+	// Stalled is called each time a stream's message waits for the
+	// client to grant flow-control window.
+	Stalled()
+	// Closed is called once, when the connection has closed, with the
+	// number of streams it carried.
+	Closed(streams int)
+}
+
 type nopObserver struct{}
 
 func (nopObserver) Refused(Refusal)                 {}
@@ -69,3 +90,7 @@ func (nopObserver) Accepted(Route) StreamObserver   { return nopObserver{} }
 func (nopObserver) ClientMessage(int)               {}
 func (nopObserver) ServerMessage(int)               {}
 func (nopObserver) Ended(codes.Code, time.Duration) {}
+
+func (nopObserver) MuxOpened() MuxConnObserver { return nopObserver{} }
+func (nopObserver) Stalled()                   {}
+func (nopObserver) Closed(int)                 {}

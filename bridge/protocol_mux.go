@@ -78,6 +78,8 @@ type muxConn struct {
 	stop context.CancelCauseFunc
 	out  muxWriter
 	wg   sync.WaitGroup // the streams' goroutines
+	obs  MuxConnObserver
+	n    int // streams opened, for obs; the reader's
 
 	// The reader's alone.
 	lastID      uint32
@@ -121,6 +123,10 @@ func newMuxConn(parent context.Context, h *Handler, conn *websocket.Conn, a admi
 	}
 	c.sendConn = int64(c.peer.ConnWindow)
 	c.cond.L = &c.mu
+	c.obs = nopObserver{}
+	if mo, ok := h.cfg.observer.(MuxObserver); ok {
+		c.obs = mo.MuxOpened()
+	}
 	c.out.init(c)
 	conn.SetReadLimit(int64(ours.MaxWSMessage))
 	return c
@@ -163,6 +169,7 @@ func (c *muxConn) end(f *failure) {
 	}
 	c.wg.Wait()
 	c.out.stop()
+	c.obs.Closed(c.n)
 	if f.closeOnly {
 		c.log.Warn("grpcws: connection closed", slog.Int("close", int(f.code)), slog.String("cause", f.status.Message()))
 		_ = c.conn.Close(f.code, f.status.Message())
@@ -427,6 +434,7 @@ func (c *muxConn) open(id uint32, p []byte) *failure {
 	c.mu.Unlock()
 	sess, ctx := newSession(c.ctx, c.h, rt, s, log)
 	s.sess = sess
+	c.n++
 	c.wg.Go(func() {
 		defer release()
 		if !c.h.rpcs.add(sess) {
@@ -774,7 +782,7 @@ func (s *muxStream) credit(want int) (int, error) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for {
+	for stalled := false; ; stalled = true {
 		if c.closed || s.isStopped() {
 			return 0, errStreamStopped
 		}
@@ -785,6 +793,9 @@ func (s *muxStream) credit(want int) (int, error) {
 			s.sendWindow -= n
 			c.sendConn -= n
 			return int(n), nil
+		}
+		if !stalled {
+			c.obs.Stalled()
 		}
 		c.cond.Wait()
 	}

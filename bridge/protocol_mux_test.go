@@ -3,7 +3,9 @@ package bridge_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -11,8 +13,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -181,9 +185,6 @@ func TestMuxProtocolErrors(t *testing.T) {
 		{"never opened", func(t *testing.T) [][]byte { return [][]byte{open(t, 1), muxtest.Data(3, nil, true)} }, 1002, "stream 3 never opened"},
 		{"window never opened", func(t *testing.T) [][]byte { return [][]byte{muxtest.Window(9, 1)} }, 1002, "stream 9 never opened"},
 		{"data on stream 0", func(*testing.T) [][]byte { return [][]byte{muxtest.Data(0, nil, true)} }, 1002, "DATA on stream 0"},
-		{"stream window exceeded", func(t *testing.T) [][]byte {
-			return [][]byte{open(t, 1), muxtest.Message(1, make([]byte, 300<<10), 16<<10)}
-		}, 1002, "window of stream 1 exceeded"},
 		{"frame too big", func(t *testing.T) [][]byte { return [][]byte{open(t, 1), muxtest.Data(1, make([]byte, 20<<10), true)} }, 1002, "over MAX_FRAME_SIZE"},
 		{"zero window", func(*testing.T) [][]byte {
 			return [][]byte{muxwire.AppendFrame(nil, muxwire.TypeWindow, 0, 0, []byte{0, 0, 0, 0})}
@@ -616,5 +617,47 @@ func TestMuxConcurrentStreams(t *testing.T) {
 		if s := c.WaitEnd(t, ctx, uint32(2*i+1)); s.Status.Code() != codes.OK {
 			t.Errorf("stream %d: %v", 2*i+1, s.Status)
 		}
+	}
+}
+
+// stuckConn is a backend whose streams take no message and send none
+// until their context ends: a stream's window is never granted again.
+type stuckConn struct{}
+
+func (stuckConn) Invoke(context.Context, string, any, any, ...grpc.CallOption) error {
+	return errors.New("stuckConn: no unary calls")
+}
+
+func (stuckConn) NewStream(ctx context.Context, _ *grpc.StreamDesc, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
+	return stuckStream{ctx}, nil
+}
+
+type stuckStream struct{ ctx context.Context }
+
+func (s stuckStream) Header() (metadata.MD, error) { <-s.ctx.Done(); return nil, s.ctx.Err() }
+func (stuckStream) Trailer() metadata.MD           { return nil }
+func (stuckStream) CloseSend() error               { return nil }
+func (s stuckStream) Context() context.Context     { return s.ctx }
+func (s stuckStream) SendMsg(any) error            { <-s.ctx.Done(); return io.EOF }
+func (s stuckStream) RecvMsg(any) error {
+	<-s.ctx.Done()
+	return status.FromContextError(s.ctx.Err()).Err()
+}
+
+// TestMuxWindowExceeded: a client that sends past a stream's window, while
+// the backend takes nothing, is closed with 1002.
+func TestMuxWindowExceeded(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	f := newFixtureServices(t, func(grpc.ClientConnInterface) []bridge.Service {
+		return []bridge.Service{{Desc: compiledServices()[0], Conn: stuckConn{}}}
+	})
+	c := f.mux(t, ctx, nil)
+	// The first message goes to SendMsg, which never returns; the rest
+	// waits in the stream's queue, against its 256 KiB window.
+	c.Send(t, ctx, muxtest.Open(t, 1, bidiRoute, nil, ""), muxtest.Data(1, nil, true), muxtest.Message(1, make([]byte, 300<<10), 16<<10))
+	code, reason := c.WaitClose(t, ctx)
+	if code != 1002 || !strings.Contains(reason, "window of stream 1 exceeded") {
+		t.Errorf("closed with %d %q; want 1002, window exceeded", code, reason)
 	}
 }

@@ -189,6 +189,16 @@ type Limits struct {
 	ReadTimeout         time.Duration `yaml:"read_timeout"`           // the next bytes of an HTTP request body; default 30s; > 0
 	PingInterval        time.Duration `yaml:"ping_interval"`          // default 30s; 0 = no pings; else at least 1s
 	PingTimeout         time.Duration `yaml:"ping_timeout"`           // wait for the pong; default 20s; > 0
+	Mux                 MuxLimits     `yaml:"mux"`                    // grpcws.mux.v1 connections
+}
+
+// MuxLimits bound the connections of the multiplexed protocol
+// (docs/protocol-mux.md, sections 4 and 5).
+type MuxLimits struct {
+	MaxStreams       int      `yaml:"max_streams"`       // open streams per connection; default 100; > 0
+	MaxResets        int      `yaml:"max_resets"`        // streams cancelled or refused per 10s before close 1008; default 500; > 0
+	StreamWindow     ByteSize `yaml:"stream_window"`     // flow-control window per stream; default 256KiB
+	ConnectionWindow ByteSize `yaml:"connection_window"` // flow-control window per connection; default 16MiB; >= stream_window
 }
 
 // Metadata says what of the upgrade request reaches the backend as
@@ -250,6 +260,12 @@ func Default() *Config {
 			ReadTimeout:         30 * time.Second,
 			PingInterval:        30 * time.Second,
 			PingTimeout:         20 * time.Second,
+			Mux: MuxLimits{
+				MaxStreams:       100,
+				MaxResets:        500,
+				StreamWindow:     256 << 10,
+				ConnectionWindow: 16 << 20,
+			},
 		},
 		Tracing: Tracing{ServiceName: "grpcws"},
 		Drain:   Drain{GracePeriod: 25 * time.Second, Timeout: 30 * time.Second},

@@ -29,6 +29,7 @@ func TestDefault(t *testing.T) {
 			ReadTimeout:         30 * time.Second,
 			PingInterval:        30 * time.Second,
 			PingTimeout:         20 * time.Second,
+			Mux:                 MuxLimits{MaxStreams: 100, MaxResets: 500, StreamWindow: 256 * KiB, ConnectionWindow: 16 * MiB},
 		},
 		Tracing: Tracing{ServiceName: "grpcws"},
 		Drain:   Drain{GracePeriod: 25 * time.Second, Timeout: 30 * time.Second},

@@ -435,6 +435,25 @@ routes:
 			},
 		},
 		{
+			name: "mux limits",
+			doc: `limits:
+  mux:
+    max_streams: 0
+    max_resets: -1
+    stream_window: 512B
+`,
+			want: []string{
+				`grpcws.yaml:3: limits.mux.max_streams: "0": must be positive`,
+				`grpcws.yaml:4: limits.mux.max_resets: "-1": must be positive`,
+				`grpcws.yaml:5: limits.mux.stream_window: "512B": must be from 1KiB to 2GiB less one byte`,
+			},
+		},
+		{
+			name: "mux windows",
+			doc:  "limits:\n  mux:\n    stream_window: 1MiB\n    connection_window: 512KiB\n",
+			want: []string{`grpcws.yaml:4: limits.mux.connection_window: "512KiB": must be from stream_window to 2GiB less one byte`},
+		},
+		{
 			name: "negative size",
 			doc:  "limits:\n  max_message_size: -1MiB\n",
 			want: []string{`grpcws.yaml:2: limits.max_message_size: "-1MiB": must not be negative`},
@@ -661,6 +680,11 @@ limits:
   read_timeout: 20s
   ping_interval: 0
   ping_timeout: 10s
+  mux:
+    max_streams: 20
+    max_resets: 40
+    stream_window: 64KiB
+    connection_window: 1MiB
 origins: ["*.example.com", "localhost:*"]
 metadata:
   headers: [X-Request-Id]
@@ -723,6 +747,7 @@ drain:
 			WriteTimeout:      time.Minute,
 			ReadTimeout:       20 * time.Second,
 			PingTimeout:       10 * time.Second,
+			Mux:               MuxLimits{MaxStreams: 20, MaxResets: 40, StreamWindow: 64 * KiB, ConnectionWindow: MiB},
 		},
 		Origins:        []string{"*.example.com", "localhost:*"},
 		Metadata:       Metadata{Headers: []string{"X-Request-Id"}, Cookies: []string{"session"}, Allow: []string{"x-client"}, ForwardClientAddress: &no},

@@ -508,6 +508,20 @@ func (v *validator) limits(l Limits) {
 		v.bad(p+".ping_interval", l.PingInterval.String(), "must be 0 (no pings) or at least 1s")
 	}
 	v.positive(p+".ping_timeout", l.PingTimeout)
+	const m = p + ".mux"
+	if l.Mux.MaxStreams <= 0 {
+		v.bad(m+".max_streams", strconv.Itoa(l.Mux.MaxStreams), "must be positive")
+	}
+	if l.Mux.MaxResets <= 0 {
+		v.bad(m+".max_resets", strconv.Itoa(l.Mux.MaxResets), "must be positive")
+	}
+	const minWindow, maxWindow = 1 << 10, 1<<31 - 1
+	switch {
+	case l.Mux.StreamWindow < minWindow || l.Mux.StreamWindow > maxWindow:
+		v.bad(m+".stream_window", l.Mux.StreamWindow.String(), "must be from 1KiB to 2GiB less one byte")
+	case l.Mux.ConnectionWindow < l.Mux.StreamWindow || l.Mux.ConnectionWindow > maxWindow:
+		v.bad(m+".connection_window", l.Mux.ConnectionWindow.String(), "must be from stream_window to 2GiB less one byte")
+	}
 }
 
 // origin checks an origin pattern: "host", "*.host", "host:*",

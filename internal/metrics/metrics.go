@@ -59,9 +59,19 @@ type Metrics struct {
 	lastReload  prometheus.Gauge
 	descriptors *prometheus.CounterVec
 	draining    prometheus.Gauge
+	muxOpen     prometheus.Gauge
+	muxStreams  prometheus.Histogram
+	muxStalls   prometheus.Counter
 }
 
-var _ bridge.Observer = (*Metrics)(nil)
+var (
+	_ bridge.Observer    = (*Metrics)(nil)
+	_ bridge.MuxObserver = (*Metrics)(nil)
+)
+
+// muxStreamBuckets span a connection that carried one RPC to a page open
+// for a day.
+var muxStreamBuckets = []float64{1, 2, 5, 10, 25, 50, 100, 250, 1000, 10000}
 
 // New makes the collectors and registers them with reg. It panics if
 // registering fails, as when reg already holds collectors of the same names.
@@ -111,6 +121,19 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "grpcws_draining",
 			Help: "1 while the sidecar is draining connections before it stops, else 0.",
 		}),
+		muxOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "grpcws_mux_connections_open",
+			Help: "Multiplexed (grpcws.mux.v1) connections open now; their RPCs are in grpcws_streams_open{protocol=\"grpcws.mux.v1\"}.",
+		}),
+		muxStreams: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "grpcws_mux_connection_streams",
+			Help:    "RPCs each multiplexed connection carried, observed when it closed.",
+			Buckets: muxStreamBuckets,
+		}),
+		muxStalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "grpcws_mux_flow_control_stalls_total",
+			Help: "Times a message to a multiplexed client waited for the client to grant flow-control window.",
+		}),
 	}
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "grpcws_config_reloads_total",
@@ -125,6 +148,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		m.open, m.streamsOpen, m.handshakes, m.messages, m.bytes, m.streams, m.duration,
 		m.backends, reloads, m.lastReload, m.descriptors, m.draining,
+		m.muxOpen, m.muxStreams, m.muxStalls,
 	)
 	return m
 }
@@ -155,6 +179,22 @@ func (m *Metrics) Accepted(route bridge.Route) bridge.StreamObserver {
 	}
 	s.open.Inc()
 	return s
+}
+
+// MuxOpened counts an open multiplexed connection, and returns its
+// observer.
+func (m *Metrics) MuxOpened() bridge.MuxConnObserver {
+	m.muxOpen.Inc()
+	return muxConn{m}
+}
+
+type muxConn struct{ m *Metrics }
+
+func (c muxConn) Stalled() { c.m.muxStalls.Inc() }
+
+func (c muxConn) Closed(streams int) {
+	c.m.muxOpen.Dec()
+	c.m.muxStreams.Observe(float64(streams))
 }
 
 // WatchBackend reports the connectivity state of a backend's connection, read at scrape time from state(); the backend is reported until the returned func is called.

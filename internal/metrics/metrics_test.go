@@ -53,6 +53,27 @@ grpcws_config_last_reload_success_timestamp_seconds 0
 # HELP grpcws_draining 1 while the sidecar is draining connections before it stops, else 0.
 # TYPE grpcws_draining gauge
 grpcws_draining 0
+# HELP grpcws_mux_connection_streams RPCs each multiplexed connection carried, observed when it closed.
+# TYPE grpcws_mux_connection_streams histogram
+grpcws_mux_connection_streams_bucket{le="1"} 0
+grpcws_mux_connection_streams_bucket{le="2"} 0
+grpcws_mux_connection_streams_bucket{le="5"} 0
+grpcws_mux_connection_streams_bucket{le="10"} 0
+grpcws_mux_connection_streams_bucket{le="25"} 0
+grpcws_mux_connection_streams_bucket{le="50"} 0
+grpcws_mux_connection_streams_bucket{le="100"} 0
+grpcws_mux_connection_streams_bucket{le="250"} 0
+grpcws_mux_connection_streams_bucket{le="1000"} 0
+grpcws_mux_connection_streams_bucket{le="10000"} 0
+grpcws_mux_connection_streams_bucket{le="+Inf"} 0
+grpcws_mux_connection_streams_sum 0
+grpcws_mux_connection_streams_count 0
+# HELP grpcws_mux_connections_open Multiplexed (grpcws.mux.v1) connections open now; their RPCs are in grpcws_streams_open{protocol="grpcws.mux.v1"}.
+# TYPE grpcws_mux_connections_open gauge
+grpcws_mux_connections_open 0
+# HELP grpcws_mux_flow_control_stalls_total Times a message to a multiplexed client waited for the client to grant flow-control window.
+# TYPE grpcws_mux_flow_control_stalls_total counter
+grpcws_mux_flow_control_stalls_total 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
@@ -460,5 +481,30 @@ func TestClientMessageDoesNotAllocate(t *testing.T) {
 		s.ServerMessage(128)
 	}); got != 0 {
 		t.Errorf("allocations per message: got %v; want 0", got)
+	}
+}
+
+func TestMux(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	m := metrics.New(reg)
+	a, b := m.MuxOpened(), m.MuxOpened()
+	a.Stalled()
+	a.Stalled()
+	b.Stalled()
+	a.Closed(3)
+	const want = `
+# HELP grpcws_mux_connections_open Multiplexed (grpcws.mux.v1) connections open now; their RPCs are in grpcws_streams_open{protocol="grpcws.mux.v1"}.
+# TYPE grpcws_mux_connections_open gauge
+grpcws_mux_connections_open 1
+# HELP grpcws_mux_flow_control_stalls_total Times a message to a multiplexed client waited for the client to grant flow-control window.
+# TYPE grpcws_mux_flow_control_stalls_total counter
+grpcws_mux_flow_control_stalls_total 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "grpcws_mux_connections_open", "grpcws_mux_flow_control_stalls_total"); err != nil {
+		t.Error(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "grpcws_mux_connection_streams"); err != nil || n != 1 {
+		t.Errorf("connection streams: %d series, %v", n, err)
 	}
 }

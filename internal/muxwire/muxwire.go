@@ -148,20 +148,20 @@ const PingSize = 8
 
 // Setting ids.
 const (
-	SettingMaxStreams      uint16 = 0x1
-	SettingStreamWindow    uint16 = 0x2
-	SettingConnWindow      uint16 = 0x3
-	SettingMaxFrameSize    uint16 = 0x4
-	SettingMaxMessageSize  uint16 = 0x5
-	SettingMaxWSMessage    uint16 = 0x6
-	settingEntrySize              = 6
-	defaultMaxStreams             = 100
-	defaultStreamWindow           = 256 << 10
-	defaultConnWindow             = 16 << 20
-	defaultMaxFrameSize           = 16 << 10
-	defaultMaxMessageSize         = 4 << 20
-	defaultMaxWSMessage           = 1 << 20
-	minWSMessageOverFrame         = HeaderSize
+	SettingMaxStreams     uint16 = 0x1
+	SettingStreamWindow   uint16 = 0x2
+	SettingConnWindow     uint16 = 0x3
+	SettingMaxFrameSize   uint16 = 0x4
+	SettingMaxMessageSize uint16 = 0x5
+	SettingMaxWSMessage   uint16 = 0x6
+	settingEntrySize             = 6
+	defaultMaxStreams            = 100
+	defaultStreamWindow          = 256 << 10
+	defaultConnWindow            = 16 << 20
+	defaultMaxFrameSize          = 16 << 10
+	defaultMaxMessageSize        = 4 << 20
+	defaultMaxWSMessage          = 1 << 20
+	minWSMessageOverFrame        = HeaderSize
 )
 
 // Settings are what one side accepts (docs/protocol-mux.md, section 2).

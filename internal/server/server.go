@@ -593,6 +593,8 @@ func (s *Server) handlerOptions(cfg *config.Config) []bridge.Option {
 		bridge.WithPing(l.PingInterval, l.PingTimeout),
 		bridge.WithWriteTimeout(l.WriteTimeout),
 		bridge.WithReadTimeout(l.ReadTimeout),
+		bridge.WithMuxLimits(l.Mux.MaxStreams, l.Mux.MaxResets),
+		bridge.WithMuxWindows(int(l.Mux.StreamWindow), int(l.Mux.ConnectionWindow)),
 		bridge.WithValidation(s.opts.Validation),
 	}
 	if s.opts.Fallback != nil {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpcws/grpcws/internal/muxtest"
+	"github.com/grpcws/grpcws/internal/muxwire"
 	"github.com/grpcws/grpcws/internal/v1test"
 
 	"github.com/coder/websocket"
@@ -22,8 +24,10 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	chatv1 "github.com/grpcws/grpcws/gen/examples/chat/v1"
@@ -693,5 +697,56 @@ func TestTracing(t *testing.T) {
 	}
 	if !strings.Contains(got[0], s.SpanContext().SpanID().String()) {
 		t.Errorf("backend traceparent %q does not carry the span %s", got[0], s.SpanContext().SpanID())
+	}
+}
+
+// TestMultiplexed: the sidecar serves grpcws.mux.v1 with the configured
+// limits and windows, counts its streams in the connection limits, and
+// reports it in the metrics.
+func TestMultiplexed(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, false, nil)
+	cfg := testConfig(b.addr)
+	cfg.Limits.Mux.MaxStreams = 2
+	cfg.Limits.Mux.StreamWindow = 64 * config.KiB
+	cfg.Limits.MaxConnectionsPerIP = 3 // the socket and two streams
+	r := serve(t, Options{Config: cfg})
+	r.waitReady(t)
+	ctx := testContext(t)
+	c := muxtest.Dial(t, ctx, r.url, nil, nil)
+	if c.Settings.MaxStreams != 2 || c.Settings.StreamWindow != 64<<10 {
+		t.Fatalf("settings %+v; want 2 streams, 64 KiB", c.Settings)
+	}
+	msg, err := proto.Marshal(&echov1.BidiRequest{Message: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := func(id uint32) []byte { return muxtest.Data(id, msg, true) }
+	c.Send(t, ctx, muxtest.Open(t, 1, bidiRoute, nil, ""), tick(1), muxtest.Open(t, 3, bidiRoute, nil, ""), tick(3))
+	if !c.Wait(ctx, func(c *muxtest.Conn) bool { return len(c.Stream(1).Messages) == 1 && len(c.Stream(3).Messages) == 1 }) {
+		t.Fatal("no answers on two streams")
+	}
+	// A third stream is over max_streams; a second socket from the same
+	// address is over max_connections_per_ip, which counts the streams.
+	c.Send(t, ctx, muxtest.Open(t, 5, bidiRoute, nil, ""))
+	if s := c.WaitEnd(t, ctx, 5); s.Status.Code() != codes.ResourceExhausted {
+		t.Errorf("a third stream: %v; want RESOURCE_EXHAUSTED", s.Status)
+	}
+	ws, res, err := websocket.Dial(ctx, r.url, &websocket.DialOptions{Subprotocols: []string{muxwire.Subprotocol}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Body != nil {
+		res.Body.Close()
+	}
+	defer ws.CloseNow()
+	if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusTryAgainLater {
+		t.Errorf("a second socket: %v; want 1013", err)
+	}
+	_, body := r.get(t, "/metrics")
+	for _, want := range []string{"grpcws_mux_connections_open 1", `grpcws_streams_open{protocol="grpcws.mux.v1",route="/examples.echo.v1.EchoService/Bidi"} 2`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }
