@@ -82,7 +82,7 @@ type muxConn struct {
 	n    int // streams opened, for obs; the reader's
 
 	// The reader's alone.
-	lastID      uint32
+	lastID      uint32 // also read by goAway: written under mu
 	sawSettings bool
 	churn       churnBucket
 	maxFrame    int // the largest DATA payload the bridge accepts
@@ -128,6 +128,7 @@ func newMuxConn(parent context.Context, h *Handler, conn *websocket.Conn, a admi
 		c.obs = mo.MuxOpened()
 	}
 	c.out.init(c)
+	c.out.frame(muxwire.TypeSettings, 0, 0, ours.Append(nil)) // first, before anything, GOAWAY included
 	conn.SetReadLimit(int64(ours.MaxWSMessage))
 	return c
 }
@@ -136,7 +137,6 @@ func newMuxConn(parent context.Context, h *Handler, conn *websocket.Conn, a admi
 // waits for them.
 func (c *muxConn) serve() {
 	go c.out.run()
-	c.out.frame(muxwire.TypeSettings, 0, 0, c.ours.Append(nil))
 	var alive keepalive
 	var sending atomic.Bool // the reader never waits for a backend
 	if d := c.h.cfg.pingInterval; d > 0 {
@@ -255,7 +255,7 @@ func (c *muxConn) handle(hdr muxwire.Header, p []byte) *failure {
 			if s != nil {
 				s.cancelled.Store(true)
 				s.sess.fail(&failure{silent: true, status: status.New(codes.Canceled, "grpcws: the client cancelled the stream")})
-				s.abort()
+				c.detach(s)
 				return c.spend("cancelled")
 			}
 		}
@@ -336,7 +336,9 @@ func (c *muxConn) consumed(n int64) {
 	c.mu.Lock()
 	c.unacked += n
 	grant := int64(0)
-	if c.unacked >= int64(c.ours.ConnWindow)/2 {
+	// Half a window at a time; sooner when the client has less left than
+	// it is owed, as when stalled streams hold most of the window.
+	if c.unacked >= int64(c.ours.ConnWindow)/2 || c.unacked >= atomic.LoadInt64(&c.recvWindow) {
 		grant, c.unacked = c.unacked, 0
 	}
 	c.mu.Unlock()
@@ -393,7 +395,9 @@ func (c *muxConn) open(id uint32, p []byte) *failure {
 		}
 		return protocolError(muxwire.CloseProtocolError, "grpcws: stream id %d reused: ids must grow", id)
 	}
+	c.mu.Lock()
 	c.lastID = id
+	c.mu.Unlock()
 	o, err := muxwire.ParseOpen(p)
 	if err != nil {
 		return protocolError(muxwire.CloseProtocolError, "%v", err)
@@ -427,7 +431,8 @@ func (c *muxConn) open(id uint32, p []byte) *failure {
 	if f != nil {
 		return refuse(RefusedOverLimit, f)
 	}
-	s := &muxStream{c: c, id: id, route: rt, json: json, window: int64(c.ours.StreamWindow), ready: make(chan struct{}, 1), copied: make(chan struct{}, 1)}
+	s := &muxStream{c: c, id: id, route: rt, json: json, window: int64(c.ours.StreamWindow), release: release,
+		ready: make(chan struct{}, 1), copied: make(chan struct{}, 1)}
 	c.mu.Lock()
 	s.sendWindow = int64(c.peer.StreamWindow)
 	c.streams[id] = s
@@ -436,13 +441,12 @@ func (c *muxConn) open(id uint32, p []byte) *failure {
 	s.sess = sess
 	c.n++
 	c.wg.Go(func() {
-		defer release()
 		if !c.h.rpcs.add(sess) {
 			sess.fail(errShuttingDown)
 		}
 		sess.run(ctx, md, timeout)
 		c.h.rpcs.remove(sess)
-		c.remove(s)
+		c.detach(s)
 	})
 	return nil
 }
@@ -490,11 +494,22 @@ func (c *muxConn) endStream(id uint32, st *status.Status) {
 	c.out.frame(muxwire.TypeEnd, 0, id, p)
 }
 
-// remove forgets an ended stream: what it still holds of the connection's
-// window goes back to the client. The connection closes when it is going
-// away and this was its last stream.
-func (c *muxConn) remove(s *muxStream) {
+// detach forgets a stream once its END is queued or the client cancelled
+// it, so that its place counts for a new stream at once, as the client
+// counts it: its place in the limits, and what it still holds of the
+// connection's window, go back. The connection closes when it is going
+// away and this was its last stream. It may be called more than once.
+func (c *muxConn) detach(s *muxStream) {
 	s.abort()
+	c.mu.Lock()
+	if s.detached {
+		c.mu.Unlock()
+		return
+	}
+	s.detached = true
+	delete(c.streams, s.id)
+	last := c.goingAway && len(c.streams) == 0
+	c.mu.Unlock()
 	s.mu.Lock()
 	var queued int64
 	for _, ch := range s.chunks {
@@ -505,10 +520,7 @@ func (c *muxConn) remove(s *muxStream) {
 	}
 	s.chunks = nil
 	s.mu.Unlock()
-	c.mu.Lock()
-	delete(c.streams, s.id)
-	last := c.goingAway && len(c.streams) == 0
-	c.mu.Unlock()
+	s.release()
 	if queued > 0 {
 		c.consumed(queued)
 	}
@@ -526,12 +538,7 @@ func (c *muxConn) goAway() {
 		return
 	}
 	c.goingAway = true
-	// lastID is the reader's: GOAWAY names the streams the bridge has; an
-	// OPEN racing with it is refused all the same.
-	last := uint32(0)
-	for id := range c.streams {
-		last = max(last, id)
-	}
+	last := c.lastID // an OPEN racing with the GOAWAY is refused all the same
 	idle := len(c.streams) == 0
 	c.mu.Unlock()
 	c.out.frame(muxwire.TypeGoAway, 0, 0, muxwire.GoAway(last, errShuttingDown.status.Message()))
@@ -583,6 +590,9 @@ type muxStream struct {
 	cancelled atomic.Bool // the client sent CANCEL: the bridge sends nothing more
 	ready     chan struct{}
 	copied    chan struct{} // the writer took this stream's frame
+
+	release  func() // the place in the limits
+	detached bool   // guarded by c.mu
 
 	mu      sync.Mutex
 	chunks  []muxChunk
@@ -833,7 +843,7 @@ func (s *muxStream) writeWait(typ muxwire.Type, flags uint8, p []byte) error {
 // end writes the stream's END, nothing when the client cancelled it or the
 // connection has ended, and stops the stream: upstream's recv returns.
 func (s *muxStream) end(st *status.Status, trailers metadata.MD, _ *failure) error {
-	defer s.abort()
+	defer s.c.detach(s)
 	if s.cancelled.Load() {
 		return nil
 	}

@@ -15,9 +15,12 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/grpcws/grpcws/bridge"
@@ -659,5 +662,52 @@ func TestMuxWindowExceeded(t *testing.T) {
 	code, reason := c.WaitClose(t, ctx)
 	if code != 1002 || !strings.Contains(reason, "window of stream 1 exceeded") {
 		t.Errorf("closed with %d %q; want 1002, window exceeded", code, reason)
+	}
+}
+
+// TestMuxConnectionCredit: streams whose backends take nothing hold most
+// of the connection window; another stream still gets the window back as
+// its backend consumes, however little is left: the bridge grants early
+// rather than let the client run dry.
+func TestMuxConnectionCredit(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName("grpc.testing.TestService")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixtureServices(t, func(real grpc.ClientConnInterface) []bridge.Service {
+		return []bridge.Service{
+			{Desc: compiledServices()[0], Conn: stuckConn{}},
+			{Desc: d.(protoreflect.ServiceDescriptor), Conn: real},
+		}
+	}, bridge.WithMuxWindows(64<<10, 256<<10))
+	c := f.mux(t, ctx, bigWindows)
+	// Three stuck streams take 192 KiB of the 256 KiB connection window.
+	for id := uint32(1); id <= 5; id += 2 {
+		c.Send(t, ctx, muxtest.Open(t, id, bidiRoute, nil, ""), muxtest.Data(id, nil, true), muxtest.Message(id, make([]byte, 64<<10-32), 16<<10))
+	}
+	// 1 MiB on a live stream, within the windows as the bridge grants them.
+	const id, total = 7, 1 << 20
+	c.Send(t, ctx, muxtest.Open(t, id, "grpc.testing.TestService.StreamingInputCall", nil, ""))
+	chunk := mustMarshal(t, &testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: make([]byte, 8<<10)}})
+	held := int64(3 * (64<<10 - 32))
+	sent, body := int64(0), 0
+	allowed := func(c *muxtest.Conn) int64 {
+		return min(64<<10+c.Granted(id), 256<<10+c.Granted(0)-held) - sent
+	}
+	for body < total {
+		if !c.Wait(ctx, func(c *muxtest.Conn) bool { return allowed(c) >= int64(len(chunk)) }) {
+			t.Fatalf("the client ran dry after %d bytes: granted %d on the stream, %d on the connection", sent, c.Granted(id), c.Granted(0))
+		}
+		c.Send(t, ctx, muxtest.Data(id, chunk, true))
+		sent += int64(len(chunk))
+		body += 8 << 10
+	}
+	c.Send(t, ctx, muxtest.EndSend(id))
+	s := c.WaitEnd(t, ctx, id)
+	var res testgrpc.StreamingInputCallResponse
+	if s.Status.Code() != codes.OK || len(s.Messages) != 1 || proto.Unmarshal(s.Messages[0], &res) != nil || res.GetAggregatedPayloadSize() != total {
+		t.Errorf("upload: %v, %v", s.Status, &res)
 	}
 }
