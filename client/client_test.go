@@ -43,6 +43,15 @@ func start(t *testing.T, services []protoreflect.ServiceDescriptor, opts ...clie
 func startBridge(t *testing.T, services []protoreflect.ServiceDescriptor, bridgeOpts []bridge.Option, opts ...client.Option) (*testbackend.Backend, *client.Conn) {
 	t.Helper()
 	b := testbackend.Start(t)
+	h := newHandler(t, b, services, bridgeOpts...)
+	conn, _ := serve(t, h, opts...)
+	return b, conn
+}
+
+// newHandler returns a bridge serving services of b (the echo service when
+// none are given), shut down when the test ends.
+func newHandler(t *testing.T, b *testbackend.Backend, services []protoreflect.ServiceDescriptor, opts ...bridge.Option) *bridge.Handler {
+	t.Helper()
 	if services == nil {
 		services = []protoreflect.ServiceDescriptor{echov1.File_examples_echo_v1_echo_proto.Services().ByName("EchoService")}
 	}
@@ -50,30 +59,60 @@ func startBridge(t *testing.T, services []protoreflect.ServiceDescriptor, bridge
 	for _, d := range services {
 		svcs = append(svcs, bridge.Service{Desc: d, Conn: b.Conn})
 	}
-	h, err := bridge.NewHandler(svcs, append([]bridge.Option{bridge.WithLogger(slog.New(slog.DiscardHandler))}, bridgeOpts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	conn, err := client.New("ws"+strings.TrimPrefix(srv.URL, "http")+"/", opts...)
+	h, err := bridge.NewHandler(svcs, append([]bridge.Option{bridge.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := h.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		srv.Close()
 	})
-	return b, conn
+	return h
 }
 
-func TestEveryKind(t *testing.T) {
+// serve serves h on 127.0.0.1 and returns a client.Conn to it, closed when
+// the test ends, and the URL.
+func serve(t *testing.T, h http.Handler, opts ...client.Option) (*client.Conn, string) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/"
+	conn, err := client.New(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn, url
+}
+
+// protocols are the client's two protocols, for the tests that run on
+// both.
+var protocols = []struct {
+	name string
+	opts []client.Option
+}{
+	{"v1", nil},
+	{"mux", []client.Option{client.WithMultiplexing()}},
+}
+
+// forEachProtocol runs test once per protocol, in parallel.
+func forEachProtocol(t *testing.T, test func(t *testing.T, opts ...client.Option)) {
 	t.Parallel()
-	_, conn := start(t, nil)
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, p.opts...)
+		})
+	}
+}
+
+func TestEveryKind(t *testing.T) { forEachProtocol(t, testEveryKind) }
+
+func testEveryKind(t *testing.T, opts ...client.Option) {
+	_, conn := start(t, nil, opts...)
 	echo := echov1.NewEchoServiceClient(conn)
 
 	t.Run("unary", func(t *testing.T) {
@@ -142,9 +181,10 @@ func TestEveryKind(t *testing.T) {
 	})
 }
 
-func TestMetadata(t *testing.T) {
-	t.Parallel()
-	b, conn := start(t, nil)
+func TestMetadata(t *testing.T) { forEachProtocol(t, testMetadata) }
+
+func testMetadata(t *testing.T, opts ...client.Option) {
+	b, conn := start(t, nil, opts...)
 	echo := echov1.NewEchoServiceClient(conn)
 	bin := string([]byte{0, 0xff, 0x10})
 	ctx := metadata.AppendToOutgoingContext(testContext(t), "x-echo-text", "héllo? no: ascii only", "x-echo-data-bin", bin, "x-plain", "a", "x-plain", "b")
@@ -206,9 +246,10 @@ func TestMetadata(t *testing.T) {
 	}
 }
 
-func TestStatus(t *testing.T) {
-	t.Parallel()
-	_, conn := start(t, nil)
+func TestStatus(t *testing.T) { forEachProtocol(t, testStatus) }
+
+func testStatus(t *testing.T, opts ...client.Option) {
+	_, conn := start(t, nil, opts...)
 	echo := echov1.NewEchoServiceClient(conn)
 	msg := "Zugriff verweigert – アクセス拒否 🚫 " + strings.Repeat("ü", 100)
 	_, err := echo.Echo(testContext(t), &echov1.EchoRequest{Fail: &echov1.Failure{Code: 7, Message: msg}})
@@ -285,9 +326,10 @@ func TestStatusDetails(t *testing.T) {
 	}
 }
 
-func TestDeadline(t *testing.T) {
-	t.Parallel()
-	b, conn := start(t, nil)
+func TestDeadline(t *testing.T) { forEachProtocol(t, testDeadline) }
+
+func testDeadline(t *testing.T, opts ...client.Option) {
+	b, conn := start(t, nil, opts...)
 	ctx, cancel := context.WithTimeout(testContext(t), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -313,9 +355,10 @@ func TestDeadline(t *testing.T) {
 	}
 }
 
-func TestCancel(t *testing.T) {
-	t.Parallel()
-	b, conn := start(t, nil)
+func TestCancel(t *testing.T) { forEachProtocol(t, testCancel) }
+
+func testCancel(t *testing.T, opts ...client.Option) {
+	b, conn := start(t, nil, opts...)
 	ctx, cancel := context.WithCancel(testContext(t))
 	stream, err := echov1.NewEchoServiceClient(conn).Ticker(ctx, &echov1.TickerRequest{Interval: durationpb.New(time.Millisecond)})
 	if err != nil {
@@ -345,9 +388,10 @@ func TestCancel(t *testing.T) {
 	}
 }
 
-func TestErrors(t *testing.T) {
-	t.Parallel()
-	b, conn := start(t, nil, client.WithMaxMessageSize(1<<20))
+func TestErrors(t *testing.T) { forEachProtocol(t, testErrors) }
+
+func testErrors(t *testing.T, opts ...client.Option) {
+	b, conn := start(t, nil, append(opts, client.WithMaxMessageSize(1<<20))...)
 	ctx := testContext(t)
 	echo := echov1.NewEchoServiceClient(conn)
 

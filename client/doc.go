@@ -7,18 +7,49 @@
 //	defer conn.Close()
 //	res, err := echov1.NewEchoServiceClient(conn).Echo(ctx, &echov1.EchoRequest{Message: "hi"})
 //
-// Each RPC opens its own WebSocket, whose subprotocol names the method, and
-// speaks protocol v1 (docs/protocol.md) in the binary encoding. Dial does no
-// I/O; an RPC whose handshake fails (refused connection, HTTP error, a
-// server that does not echo the route) fails with UNAVAILABLE.
+// By default each RPC opens its own WebSocket, whose subprotocol names the
+// method, and speaks protocol v1 (docs/protocol.md) in the binary encoding.
+// With WithMultiplexing, all the RPCs of a Conn share one WebSocket that
+// speaks grpcws.mux.v1 (docs/protocol-mux.md): each RPC is a stream with
+// its own flow control, opened with no round trip. New does no I/O; an RPC
+// whose handshake fails (refused connection, HTTP error, a server that does
+// not echo the protocol) fails with UNAVAILABLE.
+//
+// # Multiplexing
+//
+// A multiplexed Conn opens its WebSocket on the first RPC, and opens a new
+// one on the next RPC after it closes, after the bridge drains it (GOAWAY),
+// or after its stream ids run out; streams left on a draining WebSocket
+// finish there. RPCs that start while the handshake is under way wait for
+// it. A stream over the bridge's limit of concurrent streams waits for
+// another to end, as gRPC's wait on HTTP/2's. SendMsg sends a message in
+// chunks of at most the bridge's frame size, between other streams'
+// chunks, and waits while the bridge grants no window; RecvMsg grants the
+// bridge window as it takes messages, so a stream whose messages are not
+// received stops at its window (256 KiB) and slows no other. A WebSocket
+// that closes or breaks ends its open streams, each with the status its
+// close code stands for, as in protocol v1; messages that arrived before
+// are received first. A bridge that breaks the protocol ends every stream
+// with INTERNAL, and the client closes the WebSocket with 1002.
+//
+// # Authentication
+//
+// WithToken puts a bearer token in every handshake, as the subprotocol
+// entry base64url.bearer.grpcws.<token> that browsers use too; the bridge
+// sends it to the backend as "authorization: Bearer <token>". Conn.SetToken
+// replaces it for the RPCs that start afterwards, on both protocols; on a
+// multiplexed Conn it does so on the open WebSocket, with a TOKEN frame,
+// without ending the streams that have the old one.
 //
 // What carries over from gRPC:
 //   - outgoing metadata (metadata.NewOutgoingContext), as Grpc-Metadata-*
-//     handshake headers, -bin keys included;
-//   - the context's deadline, as Grpc-Timeout, so the backend sees it too:
-//     the RPC ends with DEADLINE_EXCEEDED. Cancelling the context closes the
-//     WebSocket, which cancels the backend stream, and the RPC ends with
-//     CANCELLED;
+//     handshake headers (v1) or in the stream's OPEN frame (multiplexed),
+//     -bin keys included;
+//   - the context's deadline, as Grpc-Timeout (v1) or the OPEN frame's
+//     timeout (multiplexed), so the backend sees it too: the RPC ends with
+//     DEADLINE_EXCEEDED. Cancelling the context closes the WebSocket (v1) or
+//     sends CANCEL (multiplexed), which cancels the backend stream, and the
+//     RPC ends with CANCELLED;
 //   - response headers and trailers, through ClientStream.Header and
 //     Trailer and the grpc.Header and grpc.Trailer call options. Header
 //     returns nil, nil for an RPC that ended without headers (a
@@ -39,29 +70,35 @@
 // A Conn is safe for concurrent use. A stream follows grpc.ClientStream's
 // rules: one goroutine may call SendMsg and CloseSend while another calls
 // RecvMsg; Header may be called from any goroutine and blocks until the
-// headers or the end of the RPC. Each stream has one goroutine of its own,
-// which reads the WebSocket and hands RecvMsg one message at a time, so an
-// RPC whose messages are not received slows the backend rather than
-// filling memory. A stream's resources are released when RecvMsg returns an
-// error (io.EOF included), when its context is done, or when the Conn is
-// closed: make sure one of these happens.
+// headers or the end of the RPC. A stream's resources are released when
+// RecvMsg returns an error (io.EOF included), when its context is done, or
+// when the Conn is closed: make sure one of these happens.
 //
-// That goroutine also answers the bridge's pings, but only while it reads:
-// while it holds a message that RecvMsg has not taken, frames behind it,
-// pings included, wait in the socket. The bridge closes a connection that
-// leaves a ping unanswered, and the RPC ends with UNAVAILABLE: with its
-// defaults (a ping every 30 s, 20 s to answer) a message left untaken for
-// more than 20 s may end the RPC, and for more than 50 s will. This comes
-// with the protocol: one connection carries messages and pings in order,
-// so answering a ping means reading every message before it. Receive at
-// least that often, or buffer on your side.
+// On protocol v1 each stream has one goroutine of its own, which reads the
+// WebSocket and hands RecvMsg one message at a time, so an RPC whose
+// messages are not received slows the backend rather than filling memory.
+// A multiplexed WebSocket has two goroutines, one that reads and one that
+// writes, whatever the number of streams; what arrives for a stream waits
+// in its queue, bounded by its window, so the reader never waits for
+// RecvMsg and answers the bridge's pings at once.
+//
+// On protocol v1, that goroutine also answers the bridge's pings, but only
+// while it reads: while it holds a message that RecvMsg has not taken,
+// frames behind it, pings included, wait in the socket. The bridge closes a
+// connection that leaves a ping unanswered, and the RPC ends with
+// UNAVAILABLE: with its defaults (a ping every 30 s, 20 s to answer) a
+// message left untaken for more than 20 s may end the RPC, and for more
+// than 50 s will. This comes with protocol v1: one connection carries
+// messages and pings in order, so answering a ping means reading every
+// message before it. Receive at least that often, buffer on your side, or
+// use WithMultiplexing, whose flow control holds a stream back instead.
 //
 // # Errors
 //
 // Every error is a gRPC status. SendMsg returns io.EOF once the RPC has
 // ended, as gRPC's does, and RecvMsg then returns the status. A connection
 // that closes without the bridge's end frame is mapped to a status by its
-// close code, as docs/protocol.md, section 5, says. Status messages start
+// close code, as docs/protocol.md, section 5, says, on both protocols. Status messages start
 // with "grpcws:" when the bridge or this package wrote them; errors of the
 // Go API (New) start with "client:".
 package client

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/grpcws/grpcws/client"
 )
 
 // The interop scenarios report failure through grpclog's Fatal, which
@@ -40,13 +42,16 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // TestInterop runs grpc-go's interop scenarios through the bridge, with the
 // Go client standing in for a gRPC channel, against grpc-go's interop
 // server.
-func TestInterop(t *testing.T) {
-	t.Parallel()
+// It runs once per protocol: the scenarios must pass alike on one
+// WebSocket per RPC and on one shared by all.
+func TestInterop(t *testing.T) { forEachProtocol(t, testInterop) }
+
+func testInterop(t *testing.T, opts ...client.Option) {
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName("grpc.testing.TestService")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, conn := start(t, []protoreflect.ServiceDescriptor{d.(protoreflect.ServiceDescriptor)})
+	_, conn := start(t, []protoreflect.ServiceDescriptor{d.(protoreflect.ServiceDescriptor)}, opts...)
 	tc := testgrpc.NewTestServiceClient(conn)
 
 	scenarios := []struct {

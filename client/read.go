@@ -35,14 +35,7 @@ func (s *stream) read() {
 			return
 		}
 		ended = true
-		s.err, s.trailer = err, trailer
-		for _, p := range s.headerAddrs {
-			*p = s.header
-		}
-		for _, p := range s.trailerAddrs {
-			*p = trailer
-		}
-		close(s.ended)
+		s.call.end(err, trailer)
 	}
 	for {
 		typ, b, err := s.conn.Read(ctx)
@@ -82,12 +75,7 @@ func (s *stream) read() {
 				end(status.Errorf(codes.Internal, "grpcws: headers from the bridge: %v", err), nil)
 				return
 			}
-			select {
-			case <-s.headerReady: // a second headers frame: keep the first
-			default:
-				s.header = md
-				close(s.headerReady)
-			}
+			s.setHeader(md) // a second headers frame: keep the first
 		case *grpcwsv1.ServerControl_End:
 			trailer, err := v1wire.FromMetadata(k.End.GetTrailers())
 			if err != nil {
@@ -121,14 +109,4 @@ func (s *stream) readError(err error) error {
 		return v1wire.CloseStatus(ce.Code, ce.Reason).Err()
 	}
 	return status.Errorf(codes.Unavailable, "grpcws: connection lost: %v", err)
-}
-
-// contextErr is the status of an RPC whose context is done: the client's
-// own error when it ended the RPC, CANCELLED otherwise (a cancel from
-// within, as after a second response to a unary RPC).
-func (s *stream) contextErr() error {
-	if err := s.clientErr(); err != nil {
-		return err
-	}
-	return status.FromContextError(s.ctx.Err()).Err()
 }

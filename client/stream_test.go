@@ -17,14 +17,16 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/grpcws/grpcws/bridge"
+	"github.com/grpcws/grpcws/client"
 	echov1 "github.com/grpcws/grpcws/gen/examples/echo/v1"
 )
 
 // TestConcurrentSendRecv sends from one goroutine while another receives
 // and a third waits for the headers, as grpc.ClientStream allows.
-func TestConcurrentSendRecv(t *testing.T) {
-	t.Parallel()
-	_, conn := start(t, nil)
+func TestConcurrentSendRecv(t *testing.T) { forEachProtocol(t, testConcurrentSendRecv) }
+
+func testConcurrentSendRecv(t *testing.T, opts ...client.Option) {
+	_, conn := start(t, nil, opts...)
 	stream, err := echov1.NewEchoServiceClient(conn).Bidi(testContext(t))
 	if err != nil {
 		t.Fatal(err)
@@ -67,9 +69,10 @@ func TestConcurrentSendRecv(t *testing.T) {
 
 // TestTrailersOnly checks that a stream that ends without headers has none,
 // as in gRPC, and that its status and trailers still arrive.
-func TestTrailersOnly(t *testing.T) {
-	t.Parallel()
-	_, conn := start(t, nil)
+func TestTrailersOnly(t *testing.T) { forEachProtocol(t, testTrailersOnly) }
+
+func testTrailersOnly(t *testing.T, opts ...client.Option) {
+	_, conn := start(t, nil, opts...)
 	stream, err := echov1.NewEchoServiceClient(conn).Upload(testContext(t))
 	if err != nil {
 		t.Fatal(err)
@@ -88,9 +91,10 @@ func TestTrailersOnly(t *testing.T) {
 	}
 }
 
-func TestStreamDeadline(t *testing.T) {
-	t.Parallel()
-	b, conn := start(t, nil)
+func TestStreamDeadline(t *testing.T) { forEachProtocol(t, testStreamDeadline) }
+
+func testStreamDeadline(t *testing.T, opts ...client.Option) {
+	b, conn := start(t, nil, opts...)
 	ctx, cancel := context.WithTimeout(testContext(t), 200*time.Millisecond)
 	defer cancel()
 	stream, err := echov1.NewEchoServiceClient(conn).Bidi(ctx)
@@ -117,9 +121,10 @@ func TestStreamDeadline(t *testing.T) {
 	}
 }
 
-func TestSendAfterCancel(t *testing.T) {
-	t.Parallel()
-	b, conn := start(t, nil)
+func TestSendAfterCancel(t *testing.T) { forEachProtocol(t, testSendAfterCancel) }
+
+func testSendAfterCancel(t *testing.T, opts ...client.Option) {
+	b, conn := start(t, nil, opts...)
 	ctx, cancel := context.WithCancel(testContext(t))
 	stream, err := echov1.NewEchoServiceClient(conn).Bidi(ctx)
 	if err != nil {
@@ -150,9 +155,10 @@ func TestSendAfterCancel(t *testing.T) {
 	}
 }
 
-func TestCloseCancelsStreams(t *testing.T) {
-	t.Parallel()
-	b, conn := start(t, nil)
+func TestCloseCancelsStreams(t *testing.T) { forEachProtocol(t, testCloseCancelsStreams) }
+
+func testCloseCancelsStreams(t *testing.T, opts ...client.Option) {
+	b, conn := start(t, nil, opts...)
 	echo := echov1.NewEchoServiceClient(conn)
 	stream, err := echo.Ticker(testContext(t), &echov1.TickerRequest{Interval: durationpb.New(time.Hour)})
 	if err != nil {
@@ -177,9 +183,10 @@ func TestCloseCancelsStreams(t *testing.T) {
 	}
 }
 
-func TestCallMessageSize(t *testing.T) {
-	t.Parallel()
-	_, conn := start(t, nil)
+func TestCallMessageSize(t *testing.T) { forEachProtocol(t, testCallMessageSize) }
+
+func testCallMessageSize(t *testing.T, opts ...client.Option) {
+	_, conn := start(t, nil, opts...)
 	echo := echov1.NewEchoServiceClient(conn)
 	ctx := testContext(t)
 	// A limit smaller than the control frames must not refuse them.
@@ -206,9 +213,10 @@ func (rawCodec) Name() string { return "raw" }
 
 var _ encoding.Codec = rawCodec{}
 
-func TestForceCodec(t *testing.T) {
-	t.Parallel()
-	_, conn := start(t, nil)
+func TestForceCodec(t *testing.T) { forEachProtocol(t, testForceCodec) }
+
+func testForceCodec(t *testing.T, opts ...client.Option) {
+	_, conn := start(t, nil, opts...)
 	req, err := proto.Marshal(&echov1.EchoRequest{Message: "raw"})
 	if err != nil {
 		t.Fatal(err)
@@ -223,18 +231,20 @@ func TestForceCodec(t *testing.T) {
 	}
 }
 
-func TestNotProto(t *testing.T) {
-	t.Parallel()
-	_, conn := start(t, nil)
+func TestNotProto(t *testing.T) { forEachProtocol(t, testNotProto) }
+
+func testNotProto(t *testing.T, opts ...client.Option) {
+	_, conn := start(t, nil, opts...)
 	err := conn.Invoke(testContext(t), "/examples.echo.v1.EchoService/Echo", "not a message", &echov1.EchoResponse{})
 	if status.Code(err) != codes.Internal {
 		t.Errorf("Invoke with a string = %v; want INTERNAL", err)
 	}
 }
 
-func TestNilMessage(t *testing.T) {
-	t.Parallel()
-	_, conn := start(t, nil)
+func TestNilMessage(t *testing.T) { forEachProtocol(t, testNilMessage) }
+
+func testNilMessage(t *testing.T, opts ...client.Option) {
+	_, conn := start(t, nil, opts...)
 	// As in gRPC, a nil request goes as an empty message.
 	var res echov1.EchoResponse
 	if err := conn.Invoke(testContext(t), "/examples.echo.v1.EchoService/Echo", nil, &res); err != nil || res.GetMessage() != "" {
