@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -556,5 +558,185 @@ func TestBrowserLargeMessage(t *testing.T) {
 	}
 	if !slices.Equal(got.BidiSame, []bool{true, true}) {
 		t.Errorf("bidi of 2 × 1 MiB: %v; want both echoed intact", got.BidiSame)
+	}
+}
+
+// countSockets wraps the page's WebSocket before its script runs, so that
+// a test can read every WebSocket the page made: globalThis.sockets.
+const countSockets = `(() => {
+	const Native = globalThis.WebSocket;
+	const sockets = [];
+	globalThis.sockets = sockets;
+	globalThis.WebSocket = class extends Native {
+		constructor(url, protocols) {
+			super(url, protocols);
+			sockets.push({ url: String(url), protocols: protocols === undefined ? [] : [].concat(protocols) });
+		}
+	};
+})()`
+
+// openCounting opens the demo page with its WebSockets counted.
+func openCounting(t *testing.T, ctx context.Context, url string) {
+	t.Helper()
+	do(t, ctx, chromedp.Func(func(ctx context.Context, tgt *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tgt, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: countSockets})
+		return err
+	}))
+	open(t, ctx, url)
+	if got := eval[int](t, ctx, `globalThis.sockets.length`); got != 0 {
+		t.Fatalf("%d WebSockets before any call; want none", got)
+	}
+}
+
+// The demo page makes all its calls over one WebSocket (grpcws.mux.v1):
+// the chat, every RPC kind from its cards and from the console, cancels
+// that reach the backend, and a server stream whose reader stalls, which
+// does not slow the chat.
+func TestBrowserOneWebSocket(t *testing.T) {
+	t.Parallel()
+	s := newSite(t)
+	ctx := newTab(t, 40*time.Second)
+	openCounting(t, ctx, s.url+"/#one-socket")
+
+	// The chat, through the page's form.
+	do(t, ctx,
+		chromedp.SetValue(chromedp.ID("nickname"), "ann"),
+		chromedp.Click(chromedp.CSS("#join-form button[type=submit]")),
+	)
+	waitFor(t, ctx, "ann in the room", `document.getElementById("status").textContent === "live"`)
+
+	// The cards: unary, client-streaming, and a server stream cancelled
+	// with its button.
+	do(t, ctx, chromedp.Click(chromedp.CSS("#echo-form button[type=submit]")))
+	waitFor(t, ctx, "the unary answer", `document.getElementById("echo-out").className === "out ok"`)
+	do(t, ctx, chromedp.Click(chromedp.ID("upload-start")))
+	waitFor(t, ctx, "the upload's count", `document.getElementById("upload-out").textContent.startsWith("the server counted 100 messages")`)
+	do(t, ctx, chromedp.Click(chromedp.ID("ticker-start")))
+	waitFor(t, ctx, "the second tick", `document.getElementById("ticker-out").textContent.startsWith("tick 2 of")`)
+	do(t, ctx, chromedp.Click(chromedp.ID("ticker-stop")))
+	waitFor(t, ctx, "the cancel in the page", `document.getElementById("ticker-out").textContent.startsWith("canceled")`)
+
+	// Every kind from the console, at once, and a bidi stream cancelled
+	// after its first answer.
+	type kinds struct {
+		Unary    string
+		Ticks    int
+		Upload   int
+		Bidi     []string
+		Canceled int
+	}
+	got := eval[kinds](t, ctx, `(async () => {
+		const { echo, createWritableIterable } = grpcws;
+		const headers = { "x-echo-from": "one-socket" };
+		const out = {};
+		await Promise.all([
+			echo.echo({ message: "hi" }, { headers }).then((r) => (out.Unary = r.message)),
+			(async () => { out.Ticks = 0; for await (const _ of echo.ticker({ count: 3 }, { headers })) out.Ticks++; })(),
+			echo.upload((async function* () { for (let i = 1; i <= 4; i++) yield { chunk: new Uint8Array(i) }; })(), { headers })
+				.then((r) => (out.Upload = Number(r.bytes))),
+			(async () => { out.Bidi = []; for await (const r of echo.bidi((async function* () { yield { message: "a" }; yield { message: "b" }; })(), { headers })) out.Bidi.push(r.message); })(),
+		]);
+		const ctl = new AbortController();
+		const requests = createWritableIterable();
+		void requests.write({ message: "first" });
+		const bidi = echo.bidi(requests, { signal: ctl.signal, headers: { "x-echo-from": "cancel-me" } })[Symbol.asyncIterator]();
+		await bidi.next();
+		ctl.abort();
+		try { await bidi.next(); out.Canceled = -1; } catch (e) { out.Canceled = e.code; }
+		return out;
+	})()`)
+	if want := (kinds{Unary: "hi", Ticks: 3, Upload: 10, Bidi: []string{"a", "b"}, Canceled: int(codes.Canceled)}); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("every kind: %+v; want %+v", got, want)
+	}
+
+	// A server stream of 16 KiB messages, every millisecond, read once and
+	// then not at all: the bridge stops at its window. Meanwhile a second
+	// member on the same transport, so on the same socket, ping-pongs in
+	// ann's room, and ann's page shows what it says.
+	type pingPong struct {
+		Rounds  int
+		Slowest float64
+		Total   float64
+	}
+	pp := eval[pingPong](t, ctx, `(async () => {
+		const { echo, chat, createWritableIterable } = grpcws;
+		globalThis.stall = new AbortController();
+		const stalled = echo.ticker({ message: "x".repeat(16384), count: 0, interval: { seconds: 0n, nanos: 1000000 } },
+			{ signal: globalThis.stall.signal, headers: { "x-echo-from": "stalled" } })[Symbol.asyncIterator]();
+		await stalled.next();
+		await new Promise((r) => setTimeout(r, 300)); // its window fills, and stays full
+		globalThis.stalled = stalled;
+
+		const requests = createWritableIterable();
+		const bob = chat.chat(requests)[Symbol.asyncIterator]();
+		await requests.write({ kind: { case: "join", value: { room: "one-socket", nickname: "bob" } } });
+		const mine = async (text) => {
+			for (;;) {
+				const r = await bob.next();
+				if (r.value.kind.case === "message" && r.value.kind.value.nickname === "bob" && r.value.kind.value.text === text) return;
+			}
+		};
+		let slowest = 0;
+		const start = performance.now();
+		const rounds = 30;
+		for (let i = 0; i < rounds; i++) {
+			const t = performance.now();
+			const text = "ping " + i;
+			await requests.write({ kind: { case: "say", value: { text } } });
+			await mine(text);
+			slowest = Math.max(slowest, performance.now() - t);
+		}
+		const total = performance.now() - start;
+		requests.close();
+		while (!(await bob.next()).done) {}
+		return { Rounds: rounds, Slowest: slowest, Total: total };
+	})()`)
+	t.Logf("30 chat ping-pongs beside a stalled stream: the slowest %.0f ms, all %.0f ms", pp.Slowest, pp.Total)
+	if pp.Rounds != 30 || pp.Slowest > 500 || pp.Total > 3000 {
+		t.Errorf("30 chat ping-pongs beside a stalled stream: the slowest %.0f ms, all %.0f ms; want each under 500 ms", pp.Slowest, pp.Total)
+	}
+	waitFor(t, ctx, "bob's pings in ann's page", `[...document.querySelectorAll("#messages .msg:not(.mine) .bubble")].some((e) => e.textContent === "ping 29")`)
+
+	// The stalled stream goes on when read again; abort it.
+	if got := eval[int](t, ctx, `(async () => {
+		for (let i = 2; i <= 20; i++) if ((await globalThis.stalled.next()).value.index !== i) return -i;
+		globalThis.stall.abort();
+		try { await globalThis.stalled.next(); return -1; } catch (e) { return e.code; }
+	})()`); got != int(codes.Canceled) {
+		t.Errorf("the stalled stream, read again then aborted: %d; want ticks 2 to 20, then CANCELED", got)
+	}
+
+	type socket struct {
+		URL       string
+		Protocols []string
+	}
+	if got := eval[[]socket](t, ctx, `globalThis.sockets`); len(got) != 1 || !slices.Equal(got[0].Protocols, []string{bridge.Multiplexed}) {
+		t.Errorf("the page opened %+v; want one WebSocket, grpcws.mux.v1", got)
+	}
+
+	// The cancels reached the backend: the ticker card's, the bidi's, the
+	// stalled stream's, and ann's chat when she leaves.
+	do(t, ctx, chromedp.Click(chromedp.ID("leave")))
+	if err := s.backend.WaitIdle(backendContext(t)); err != nil {
+		t.Error(err)
+	}
+	canceled := map[string]int{}
+	for _, c := range s.backend.Calls() {
+		if status.Code(c.Err) == codes.Canceled && c.Method != "/examples.chat.v1.ChatService/Chat" {
+			from := strings.Join(c.MD.Get("x-echo-from"), ",")
+			canceled[strings.TrimPrefix(c.Method, "/examples.echo.v1.EchoService/")+" "+from]++
+		}
+	}
+	if want := map[string]int{"Ticker ": 1, "Bidi cancel-me": 1, "Ticker stalled": 1}; fmt.Sprint(canceled) != fmt.Sprint(want) {
+		t.Errorf("calls canceled at the backend: %v; want %v", canceled, want)
+	}
+	var chats []codes.Code // ann's, then bob's
+	for _, c := range s.backend.Calls() {
+		if c.Method == "/examples.chat.v1.ChatService/Chat" {
+			chats = append(chats, status.Code(c.Err))
+		}
+	}
+	if !slices.Equal(chats, []codes.Code{codes.Canceled, codes.OK}) {
+		t.Errorf("the Chat calls ended at the backend with %v; want ann's CANCELED (she left), bob's OK", chats)
 	}
 }

@@ -18,7 +18,8 @@ import { EchoService, FailureSchema } from "../src/gen/examples/echo/v1/echo_pb.
 import type { UploadRequestSchema } from "../src/gen/examples/echo/v1/echo_pb.js";
 
 // The bridge listens where the page came from: "http://host/" becomes
-// ws://host/.
+// ws://host/. Every call of the page is a stream of the transport's one
+// WebSocket.
 const transport = createGrpcwsTransport({ baseUrl: new URL(".", location.href).href });
 const chat = createClient(ChatService, transport);
 const echo = createClient(EchoService, transport);
@@ -377,8 +378,8 @@ $("upload-start").addEventListener("click", () => {
   const started = performance.now();
   void (async () => {
     try {
-      // The transport reads the next chunk only while the socket has
-      // little left to send, so a large file is never all in memory.
+      // The transport reads the next chunk only while little of the call
+      // is left to send, so a large file is never all in memory.
       const res = await echo.upload(requests(fileInput.files?.[0]));
       out.className = "out ok";
       out.textContent = `the server counted ${res.messages.toLocaleString()} messages, ${formatBytes(res.bytes)}, in ${String(Math.round(performance.now() - started))} ms`;

@@ -4,10 +4,12 @@
 // the schema.
 
 import { Code, ConnectError } from "@connectrpc/connect";
-import { errorFromClose, errorFromStatus, protocolError } from "./errors.js";
-import { toHeaders } from "./metadata.js";
-import { controlPrefix, endSendFrame, parseServerControl } from "./protocol.js";
+import { errorFromClose, protocolError } from "./errors.js";
+import { bearerSubprotocol, encodeTimeout, requestWire } from "./metadata.js";
+import { controlPrefix, endSendFrame, parseServerControl, webSocketURL } from "./protocol.js";
 import type { ServerFrame } from "./protocol.js";
+import { StreamBase, toBytes } from "./stream.js";
+import type { Engine, StreamSpec } from "./stream.js";
 
 /**
  * WebSocketLike is the part of the WebSocket API this package uses. The
@@ -32,7 +34,7 @@ export interface WebSocketLike {
  */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
-const wsOpen = 1;
+export const wsOpen = 1;
 
 /** What a Call needs to open its WebSocket and run. */
 export interface CallConfig<O> {
@@ -54,68 +56,58 @@ export interface CallConfig<O> {
   readonly signal: AbortSignal;
 }
 
-interface Deferred<T> {
-  readonly promise: Promise<T>;
-  resolve(value: T): void;
-  reject(reason: ConnectError): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (reason: ConnectError) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  // The rejection reaches whoever awaits the promise; one nobody awaits
-  // (the trailers of a failed call, say) must not be reported as unhandled.
-  promise.catch(() => undefined);
-  return { promise, resolve, reject };
-}
-
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
+
+/**
+ * v1Engine starts each RPC on a WebSocket of its own (protocol v1): the
+ * route in the subprotocol list with the bearer token, the other headers
+ * and the deadline in the URL's query string.
+ */
+export function v1Engine(WebSocket: WebSocketConstructor): Engine {
+  return {
+    start<O>(spec: StreamSpec<O>): Call<O> {
+      const wire = requestWire(spec.header);
+      const query = wire.query;
+      if (spec.timeoutMs !== undefined) {
+        query.push(["grpc-timeout", encodeTimeout(spec.timeoutMs)]);
+      }
+      const protocols = [spec.route];
+      if (wire.token !== undefined && wire.token !== "") {
+        protocols.push(bearerSubprotocol(wire.token));
+      }
+      return new Call({
+        url: webSocketURL(spec.url, query),
+        protocols,
+        WebSocket,
+        methodName: spec.methodName,
+        streamingOutput: spec.streamingOutput,
+        json: spec.json,
+        parse: spec.parse,
+        signal: spec.signal,
+      });
+    },
+  };
+}
 
 /**
  * Call is one RPC on its own WebSocket. It is used from one thread (a
  * page's event loop), so it needs no locks; its methods may be called in
  * any order and at any time, and do nothing harmful after the RPC ended.
  */
-export class Call<O> {
-  /** The response headers; resolves empty when the RPC ended with OK and none. */
-  readonly header: Promise<Headers>;
-  /** The trailers when the RPC ends with OK; rejects with its error otherwise. */
-  readonly trailer: Promise<Headers>;
-  /** The one response of a unary or client-streaming method. */
-  readonly response: Promise<O>;
-
+export class Call<O> extends StreamBase<O> {
   private readonly cfg: CallConfig<O>;
-  private readonly hd = deferred<Headers>();
-  private readonly td = deferred<Headers>();
-  private readonly rd = deferred<O>();
   private ws: WebSocketLike | undefined;
   private opened = false;
   private pending: (string | Uint8Array)[] = [];
   private pendingBytes = 0;
   private sendClosed = false;
-  private done = false;
-  private responseHeaders: Headers | undefined;
-  private count = 0;
-  private received: O[] = [];
-  private single: O | undefined; // the response of a unary or client-streaming method
-  private error: ConnectError | undefined;
-  private waiters: { resolve(m: IteratorResult<O, undefined>): void; reject(e: ConnectError): void }[] = [];
-  private readonly onAbort = (): void => {
-    this.fail(abortError(this.cfg.signal.reason));
-  };
 
   constructor(cfg: CallConfig<O>) {
+    super(cfg);
     this.cfg = cfg;
-    this.header = this.hd.promise;
-    this.trailer = this.td.promise;
-    this.response = this.rd.promise;
     if (cfg.signal.aborted) {
-      this.finish(abortError(cfg.signal.reason));
+      this.watchSignal(); // ends the call
       return;
     }
     let ws: WebSocketLike;
@@ -140,12 +132,7 @@ export class Call<O> {
     // A failed connection also fires "close" (1006); the listener keeps
     // Node's ws from treating the error as unhandled.
     ws.addEventListener("error", () => undefined);
-    cfg.signal.addEventListener("abort", this.onAbort, { once: true });
-  }
-
-  /** Whether the RPC has ended, with any outcome. */
-  get ended(): boolean {
-    return this.done;
+    this.watchSignal();
   }
 
   /** bufferedAmount is the number of bytes queued but not yet sent. */
@@ -190,8 +177,7 @@ export class Call<O> {
     if (this.done) {
       return;
     }
-    this.received = [];
-    this.single = undefined;
+    this.discard();
     this.finish(err);
     const ws = this.ws;
     if (ws !== undefined && ws.readyState <= wsOpen) {
@@ -203,23 +189,9 @@ export class Call<O> {
     }
   }
 
-  /**
-   * next returns the next response message, or done when the RPC ended
-   * with OK. It rejects with the RPC's error after the messages that
-   * arrived before it.
-   */
-  next(): Promise<IteratorResult<O, undefined>> {
-    const m = this.received.shift();
-    if (m !== undefined) {
-      return Promise.resolve({ done: false, value: m });
-    }
-    if (this.done) {
-      return this.error !== undefined ? Promise.reject(this.error) : Promise.resolve({ done: true, value: undefined });
-    }
-    // Waiters are served in the order they asked.
-    return new Promise((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
-    });
+  protected override onFinished(): void {
+    this.pending = [];
+    this.pendingBytes = 0;
   }
 
   private write(frame: string | Uint8Array): void {
@@ -273,21 +245,7 @@ export class Call<O> {
       this.fail(protocolError(`bad message: ${e instanceof Error ? e.message : String(e)}`));
       return;
     }
-    if (!this.cfg.streamingOutput && this.count > 0) {
-      this.fail(protocolError(`a second response to ${this.cfg.methodName}, which has one`));
-      return;
-    }
-    this.count++;
-    if (!this.cfg.streamingOutput) {
-      this.single = msg; // resolved at the end: a status may still fail the RPC
-      return;
-    }
-    const w = this.waiters.shift();
-    if (w !== undefined) {
-      w.resolve({ done: false, value: msg });
-    } else {
-      this.received.push(msg);
-    }
+    this.onResponse(msg);
   }
 
   private onControl(json: string): void {
@@ -300,33 +258,11 @@ export class Call<O> {
     }
     switch (frame.kind) {
       case "headers":
-        if (this.responseHeaders !== undefined || this.count > 0) {
-          this.fail(protocolError("a headers frame after headers or messages"));
-          return;
-        }
-        this.responseHeaders = toHeaders(frame.headers);
-        this.hd.resolve(this.responseHeaders);
+        this.onHeaders(frame.headers, false);
         return;
-      case "end": {
-        const trailers = toHeaders(frame.end.trailers);
-        const st = frame.end.status;
-        if (st !== undefined && st.code !== 0) {
-          // As connect-es's own transports do, the error's metadata holds
-          // the response headers and the trailers.
-          const md = new Headers(this.responseHeaders);
-          trailers.forEach((v, k) => {
-            md.append(k, v);
-          });
-          this.finish(errorFromStatus(st, md));
-          return;
-        }
-        if (!this.cfg.streamingOutput && this.single === undefined) {
-          this.finish(protocolError(`no response to ${this.cfg.methodName}`, trailers));
-          return;
-        }
-        this.finish(undefined, trailers);
+      case "end":
+        this.onEnd(frame.end);
         return;
-      }
       case "unknown":
         return; // a later version's frame: skip it
     }
@@ -337,68 +273,10 @@ export class Call<O> {
       this.finish(errorFromClose(code, reason));
     }
   }
-
-  private finish(err: ConnectError | undefined, trailers?: Headers): void {
-    if (this.done) {
-      return;
-    }
-    this.done = true;
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.cfg.signal.removeEventListener("abort", this.onAbort);
-    if (err === undefined) {
-      this.hd.resolve(new Headers()); // no-op when headers came
-      this.td.resolve(trailers ?? new Headers());
-      if (this.single !== undefined) {
-        this.rd.resolve(this.single);
-      }
-    } else {
-      this.error = err;
-      this.hd.reject(err);
-      this.td.reject(err);
-      this.rd.reject(err);
-    }
-    // End every pending next: there is nothing buffered when one waits.
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) {
-      if (err !== undefined) {
-        w.reject(err);
-      } else {
-        w.resolve({ done: true, value: undefined });
-      }
-    }
-  }
-}
-
-function toBytes(data: unknown): Uint8Array {
-  if (data instanceof ArrayBuffer) {
-    return new Uint8Array(data);
-  }
-  if (ArrayBuffer.isView(data)) {
-    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  }
-  throw new Error('a binary frame that is not an ArrayBuffer: set binaryType to "arraybuffer"');
-}
-
-/**
- * abortError turns an AbortSignal's reason into the call's error: a
- * ConnectError as it is (runUnaryCall's deadline is DeadlineExceeded), a
- * TimeoutError (AbortSignal.timeout) DeadlineExceeded, and anything else
- * Canceled.
- */
-function abortError(reason: unknown): ConnectError {
-  if (reason instanceof ConnectError) {
-    return reason;
-  }
-  if (typeof reason === "object" && reason !== null && (reason as { name?: unknown }).name === "TimeoutError") {
-    return new ConnectError("the operation timed out", Code.DeadlineExceeded, undefined, undefined, reason);
-  }
-  return new ConnectError("the operation was aborted", Code.Canceled, undefined, undefined, reason);
 }
 
 /** closeReason is a short close reason; the bridge does not read it. */
-function closeReason(code: Code): string {
+export function closeReason(code: Code): string {
   switch (code) {
     case Code.Canceled:
       return "canceled";

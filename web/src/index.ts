@@ -1,8 +1,9 @@
 /**
  * @grpcws/client: a Transport of @connectrpc/connect for a grpcws bridge,
  * so that a client made with createClient runs every kind of method,
- * client-streaming and bidi included, in browsers and in Node. One
- * WebSocket per call. See README.md and docs/protocol.md.
+ * client-streaming and bidi included, in browsers and in Node. All the
+ * calls of a transport share one WebSocket (docs/protocol-mux.md), or with
+ * multiplex: false each has its own (docs/protocol.md). See README.md.
  *
  * @packageDocumentation
  */

@@ -2,12 +2,17 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { closeCodeOf } from "./errors.js";
 import { CloseCode } from "./protocol.js";
 
+/** The status messages of a message over a size limit: the bridge's and gRPC's. */
+const tooLarge = /^(grpcws: client message larger than|grpc: received message larger than|grpc: trying to send message larger than)/;
+
 /**
  * isRetryable tells whether trying an RPC again may succeed: Unavailable
  * (the bridge shutting down, a dropped connection, the backend
  * unreachable), ResourceExhausted but for a message over the size limit
- * (close 1009: it will not shrink), Aborted, and DeadlineExceeded (a stream
- * the bridge limits in duration). Everything else, such as
+ * (close 1009 on its own socket, or the bridge's and gRPC's "message larger
+ * than" status on a shared one: it will not shrink), Aborted, and
+ * DeadlineExceeded (a stream the bridge limits in duration). Everything
+ * else, such as
  * InvalidArgument, PermissionDenied (a refused origin), Unimplemented (an
  * unknown route), Unauthenticated or Canceled, says that retrying is
  * pointless.
@@ -19,7 +24,7 @@ export function isRetryable(err: ConnectError): boolean {
     case Code.DeadlineExceeded:
       return true;
     case Code.ResourceExhausted:
-      return closeCodeOf(err) !== CloseCode.MessageTooBig;
+      return closeCodeOf(err) !== CloseCode.MessageTooBig && !tooLarge.test(err.rawMessage);
     default:
       return false;
   }

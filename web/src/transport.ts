@@ -12,10 +12,11 @@ import type {
 import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
 import type { ContextValues, Interceptor, StreamResponse, Transport, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
 import { createClientMethodSerializers, runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
-import { Call } from "./call.js";
+import { v1Engine } from "./call.js";
 import type { WebSocketConstructor } from "./call.js";
-import { bearerSubprotocol, encodeTimeout, requestWire } from "./metadata.js";
+import { MuxPool } from "./mux.js";
 import { jsonSuffix, routeName, webSocketURL } from "./protocol.js";
+import type { Engine, RpcStream } from "./stream.js";
 
 /**
  * The options of createGrpcwsTransport. Those that createConnectTransport
@@ -63,34 +64,45 @@ export interface GrpcwsTransportOptions {
    * never in the URL, and the bridge never logs it.
    */
   token?: string | (() => string | undefined | Promise<string | undefined>);
+  /**
+   * One WebSocket per transport, every call a stream of it (true, the
+   * default: grpcws.mux.v1, docs/protocol-mux.md), or one WebSocket per
+   * call (false: protocol v1, docs/protocol.md), for bridges older than
+   * grpcws.mux.v1. The shared socket opens with the first call, closes
+   * 5 s after the last call ended (so a Node program can exit), and is
+   * opened again by the next call, as it is after a drop or a drain.
+   */
+  multiplex?: boolean;
 }
 
 /**
- * While more than this many bytes wait to be sent on a call's socket, the
- * transport stops reading its request iterable, so a large upload keeps a
- * bounded amount in memory.
+ * While more than this many bytes of a call wait to be sent, the transport
+ * stops reading its request iterable, so a large upload keeps a bounded
+ * amount in memory.
  */
 const sendHighWaterMark = 1 << 20;
 
 /**
  * createGrpcwsTransport returns a Transport of @connectrpc/connect that
- * calls through a grpcws bridge, one WebSocket per call, so that a client
- * made with createClient runs every kind of method, client-streaming and
- * bidi included, in browsers and in Node:
+ * calls through a grpcws bridge, so that a client made with createClient
+ * runs every kind of method, client-streaming and bidi included, in
+ * browsers and in Node:
  *
  * ```ts
  * const transport = createGrpcwsTransport({ baseUrl: "wss://api.example.com/" });
  * const client = createClient(ChatService, transport);
  * ```
  *
- * Request headers travel as v1 metadata (docs/protocol.md, section 2): an
- * "authorization: Bearer" header in the subprotocol list, every other
- * header in the URL's query string. Errors are ConnectErrors; one that
- * came from the bridge's close code rather than the backend's status has
- * a WebSocketClose as its cause (see closeCodeOf).
+ * By default every call is a stream of one WebSocket the transport shares
+ * (grpcws.mux.v1): request headers travel in the stream's OPEN frame, the
+ * bearer token in the handshake's subprotocol list and, when it changes,
+ * in a TOKEN frame. With multiplex: false each call has a WebSocket of its
+ * own (protocol v1): the token in the subprotocol list, every other header
+ * in the URL's query string. Errors are ConnectErrors; one that came from
+ * a WebSocket close rather than the backend's status has a WebSocketClose
+ * as its cause (see closeCodeOf).
  *
- * The transport holds no connection and no state: it is cheap, and safe
- * to share.
+ * Make one transport and share it: its calls share its connection.
  */
 export function createGrpcwsTransport(options: GrpcwsTransportOptions): Transport {
   const WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -121,33 +133,26 @@ export function createGrpcwsTransport(options: GrpcwsTransportOptions): Transpor
     return h;
   };
 
-  /** start opens the WebSocket of one call, from the request as the interceptors left it. */
+  const engine: Engine = (options.multiplex ?? true) ? new MuxPool(WebSocket) : v1Engine(WebSocket);
+
+  /** start starts one call, from the request as the interceptors left it. */
   const start = <O>(
     method: DescMethodUnary | DescMethodStreaming,
     req: { readonly url: string; readonly header: Headers; readonly signal: AbortSignal },
     timeoutMs: number | undefined,
     parse: (data: Uint8Array) => O,
-  ): Call<O> => {
-    const wire = requestWire(req.header);
-    const query = wire.query;
-    if (timeoutMs !== undefined) {
-      query.push(["grpc-timeout", encodeTimeout(timeoutMs)]);
-    }
-    const protocols = [routeName(method) + (useBinaryFormat ? "" : jsonSuffix)];
-    if (wire.token !== undefined && wire.token !== "") {
-      protocols.push(bearerSubprotocol(wire.token));
-    }
-    return new Call({
-      url: webSocketURL(req.url, query),
-      protocols,
-      WebSocket,
+  ): RpcStream<O> =>
+    engine.start({
+      url: req.url,
+      header: req.header,
+      route: routeName(method) + (useBinaryFormat ? "" : jsonSuffix),
+      timeoutMs,
       methodName: method.name,
       streamingOutput: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       json: !useBinaryFormat,
       parse,
       signal: req.signal,
     });
-  };
 
   return {
     async unary<I extends DescMessage, O extends DescMessage>(
@@ -296,12 +301,12 @@ function followSignal(signal: AbortSignal | undefined): [AbortSignal | undefined
 /**
  * pump sends the request messages as the iterable yields them, then the
  * end of send; for a server-streaming method the one request is the whole
- * of it. It waits while the socket's send buffer is over the high-water
+ * of it. It waits while the call's unsent bytes are over the high-water
  * mark, and stops when the call ends. An iterable that throws ends the
  * call with the error.
  */
 async function pump<I extends DescMessage>(
-  call: Call<unknown>,
+  call: RpcStream<unknown>,
   input: AsyncIterable<MessageShape<I>>,
   serialize: (m: MessageShape<I>) => Uint8Array,
   single: boolean,

@@ -1,6 +1,7 @@
-// The client's state machine against a scripted WebSocket, through the
-// transport and connect-es's createClient: the handshake, the order of
-// frames, protocol errors, cancellation, what is sent when.
+// The client's state machine of protocol v1 (multiplex: false) against a
+// scripted WebSocket, through the transport and connect-es's createClient:
+// the handshake, the order of frames, protocol errors, cancellation, what
+// is sent when. mux.test.ts does the same for grpcws.mux.v1.
 
 import assert from "node:assert/strict";
 import { getEventListeners } from "node:events";
@@ -107,7 +108,7 @@ class SlowSocket extends FakeSocket {
 const baseUrl = "http://bridge.example/api";
 
 function transport(opts: Partial<GrpcwsTransportOptions> = {}) {
-  return createGrpcwsTransport({ baseUrl, WebSocket: FakeSocket, ...opts });
+  return createGrpcwsTransport({ baseUrl, WebSocket: FakeSocket, multiplex: false, ...opts });
 }
 
 const client = createClient(EchoService, transport());

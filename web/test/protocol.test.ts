@@ -377,6 +377,13 @@ describe("backoff", () => {
     }
   });
 
+  it("does not retry a message over the size limit, reported in-band on a shared socket", () => {
+    for (const msg of ["grpcws: client message larger than 4194304 bytes", "grpc: received message larger than max (5 vs. 4)"]) {
+      assert.ok(!isRetryable(new ConnectError(msg, Code.ResourceExhausted)), msg);
+    }
+    assert.ok(isRetryable(new ConnectError("quota exceeded, try later", Code.ResourceExhausted)));
+  });
+
   it("retries the errors errorFromClose and errorFromStatus make as their codes say", () => {
     assert.equal(isRetryable(errorFromClose(CloseCode.TryAgainLater, "")), true);
     assert.equal(isRetryable(errorFromClose(CloseCode.MessageTooBig, "")), false);

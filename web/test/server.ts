@@ -16,8 +16,10 @@ export interface TestServer {
   calls(id: string): Promise<BackendCall[]>;
   /** waitCalls polls calls(id) until pred holds, for at most 5 s. */
   waitCalls(id: string, pred: (calls: BackendCall[]) => boolean): Promise<BackendCall[]>;
-  /** Closes the /doomed/ bridge, as a shutdown would. */
+  /** Closes the /doomed/ bridge, as a shutdown would: its calls end, new ones are refused with 1001. */
   closeDoomed(): Promise<void>;
+  /** Serves /doomed/ with a new bridge, as a restart would. */
+  reviveDoomed(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -75,6 +77,12 @@ export async function startServer(): Promise<TestServer> {
     },
     async closeDoomed() {
       await fetch(`${base}/_test/close-doomed`, { method: "POST" });
+    },
+    async reviveDoomed() {
+      const res = await fetch(`${base}/_test/revive-doomed`, { method: "POST" });
+      if (!res.ok) {
+        throw new Error(`revive-doomed: ${String(res.status)} ${await res.text()}`);
+      }
     },
     async stop() {
       child.stdin?.end();

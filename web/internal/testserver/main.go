@@ -20,9 +20,11 @@
 //	                      gRPC-Web and Connect requests for them (the HTTP gateway); the demo page for plain GETs
 //	/echo-only/           a bridge with EchoService only (ChatService is an unknown route)
 //	/limited/             a bridge that allows one connection at a time
-//	/doomed/              a bridge that POST /_test/close-doomed closes
+//	/doomed/              a bridge that POST /_test/close-doomed closes, and POST /_test/revive-doomed
+//	                      replaces with a new one, as a restart would
 //	/_test/calls?id=X     the backend calls whose x-test-id metadata is X, as JSON
-//	/_test/close-doomed   closes the /doomed/ bridge (POST)
+//	/_test/close-doomed   closes the /doomed/ bridge (POST): its calls end, new ones are refused with 1001
+//	/_test/revive-doomed  serves /doomed/ with a new bridge (POST)
 package main
 
 import (
@@ -37,6 +39,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -90,6 +93,30 @@ func calls(b *testbackend.Backend) http.HandlerFunc {
 	}
 }
 
+// A restartable serves a bridge that can be closed, as a shutdown does,
+// and replaced, as a restart does.
+type restartable struct {
+	mu sync.Mutex
+	h  *bridge.Handler
+}
+
+func (r *restartable) current() *bridge.Handler {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.h
+}
+
+func (r *restartable) replace(h *bridge.Handler) (old *bridge.Handler) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old, r.h = r.h, h
+	return old
+}
+
+func (r *restartable) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.current().ServeHTTP(w, req)
+}
+
 type patterns []string
 
 func (p *patterns) String() string     { return fmt.Sprint(*p) }
@@ -131,11 +158,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	doomed, err := newBridge([]protoreflect.ServiceDescriptor{echo})
+	first, err := newBridge([]protoreflect.ServiceDescriptor{echo})
 	if err != nil {
 		return err
 	}
-	handlers := []*bridge.Handler{full, echoOnly, limited, doomed}
+	doomed := &restartable{h: first}
+	handlers := []*bridge.Handler{full, echoOnly, limited}
 	mux := http.NewServeMux()
 	mux.Handle("/", full)
 	mux.Handle("/echo-only/", echoOnly)
@@ -143,7 +171,16 @@ func run() error {
 	mux.Handle("/doomed/", doomed)
 	mux.Handle("GET /_test/calls", calls(backend))
 	mux.HandleFunc("POST /_test/close-doomed", func(w http.ResponseWriter, _ *http.Request) {
-		doomed.Close()
+		doomed.current().Close()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /_test/revive-doomed", func(w http.ResponseWriter, _ *http.Request) {
+		h, err := newBridge([]protoreflect.ServiceDescriptor{echo})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		doomed.replace(h).Close()
 		w.WriteHeader(http.StatusNoContent)
 	})
 
@@ -161,7 +198,7 @@ func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(ctx)
-	for _, h := range handlers {
+	for _, h := range append(handlers, doomed.current()) {
 		h.Close()
 	}
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
