@@ -255,7 +255,7 @@ func (c *muxConn) handle(hdr muxwire.Header, p []byte) *failure {
 			if s != nil {
 				s.cancelled.Store(true)
 				s.sess.fail(&failure{silent: true, status: status.New(codes.Canceled, "grpcws: the client cancelled the stream")})
-				c.detach(s)
+				c.closeIfIdle(c.detach(s))
 				return c.spend("cancelled")
 			}
 		}
@@ -446,7 +446,7 @@ func (c *muxConn) open(id uint32, p []byte) *failure {
 		}
 		sess.run(ctx, md, timeout)
 		c.h.rpcs.remove(sess)
-		c.detach(s)
+		c.closeIfIdle(c.detach(s))
 	})
 	return nil
 }
@@ -497,18 +497,19 @@ func (c *muxConn) endStream(id uint32, st *status.Status) {
 // detach forgets a stream once its END is queued or the client cancelled
 // it, so that its place counts for a new stream at once, as the client
 // counts it: its place in the limits, and what it still holds of the
-// connection's window, go back. The connection closes when it is going
-// away and this was its last stream. It may be called more than once.
-func (c *muxConn) detach(s *muxStream) {
+// connection's window, go back. It reports whether the connection is
+// going away and this was its last stream: then the caller closes it with
+// closeIfIdle, after what it still has to send. It does something once.
+func (c *muxConn) detach(s *muxStream) (last bool) {
 	s.abort()
 	c.mu.Lock()
 	if s.detached {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	s.detached = true
 	delete(c.streams, s.id)
-	last := c.goingAway && len(c.streams) == 0
+	last = c.goingAway && len(c.streams) == 0
 	c.mu.Unlock()
 	s.mu.Lock()
 	var queued int64
@@ -524,6 +525,12 @@ func (c *muxConn) detach(s *muxStream) {
 	if queued > 0 {
 		c.consumed(queued)
 	}
+	return last
+}
+
+// closeIfIdle closes a connection that is going away, once what is queued
+// is written, when last says its last stream has ended.
+func (c *muxConn) closeIfIdle(last bool) {
 	if last {
 		c.out.closeAfter(websocket.StatusGoingAway, errShuttingDown.status.Message())
 	}
@@ -843,7 +850,10 @@ func (s *muxStream) writeWait(typ muxwire.Type, flags uint8, p []byte) error {
 // end writes the stream's END, nothing when the client cancelled it or the
 // connection has ended, and stops the stream: upstream's recv returns.
 func (s *muxStream) end(st *status.Status, trailers metadata.MD, _ *failure) error {
-	defer s.c.detach(s)
+	// The stream stops counting before its END can reach the client, which
+	// may open the next stream as soon as it reads it.
+	last := s.c.detach(s)
+	defer s.c.closeIfIdle(last)
 	if s.cancelled.Load() {
 		return nil
 	}
@@ -920,7 +930,7 @@ func (w *muxWriter) frameWait(typ muxwire.Type, flags uint8, stream uint32, p []
 
 func (w *muxWriter) push(o muxOut) bool {
 	w.mu.Lock()
-	if w.stopped || w.closeMsg != nil {
+	if w.stopped {
 		w.mu.Unlock()
 		return false
 	}
@@ -933,8 +943,8 @@ func (w *muxWriter) push(o muxOut) bool {
 	return true
 }
 
-// closeAfter closes the connection with code once the frames queued
-// before it are written.
+// closeAfter closes the connection with code once the queue is empty:
+// frames queued until then are written first.
 func (w *muxWriter) closeAfter(code websocket.StatusCode, reason string) {
 	w.mu.Lock()
 	if w.closeMsg == nil {
@@ -970,6 +980,9 @@ func (w *muxWriter) run() {
 			}
 			if len(w.queue) == 0 {
 				cm := w.closeMsg
+				if cm != nil {
+					w.stopped = true // no more frames: they would come after the close
+				}
 				w.mu.Unlock()
 				if cm != nil {
 					_ = w.c.conn.Close(cm.Code, cm.Reason)
