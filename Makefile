@@ -63,7 +63,7 @@ done
 endef
 
 .PHONY: bench
-bench: build ## Compare the bridge with direct gRPC: the short run, under 2 minutes
+bench: build ## Compare the bridge (v1 and grpcws.mux.v1) with direct gRPC: the short run, about 2 minutes
 	go build -o bin/grpcws-bench ./cmd/grpcws-bench
 	bin/grpcws-bench -bridge bin/grpcws
 	go test -run='^$$' -bench=. -benchmem -benchtime=20000x ./bridge
@@ -77,15 +77,18 @@ bench-full: build ## The full comparison, idle 10,000 and scale 15,000 streams (
 # The soak: RPCs of every kind through the real binary while the backend is
 # killed and restarted and clients come and go; it fails unless nothing was
 # lost and the bridge returns to its baseline. See docs/reliability.md.
+# soak-short also runs the multiplexed mode: the RPCs as streams of
+# grpcws.mux.v1 on 10 sockets, with streams cancelled and sockets dropped.
 .PHONY: soak
 soak: build ## Soak the bridge: 10,000 streams for 10 minutes, backend kills, client churn (about 15 minutes)
 	go build -o bin/grpcws-soak ./cmd/grpcws-soak
 	bin/grpcws-soak -bridge bin/grpcws -streams 10000 -duration 10m -kill-every 60s
 
 .PHONY: soak-short
-soak-short: build ## The short soak (part of make test): 500 streams for 1 minute, a few backend kills
+soak-short: build ## The short soak (part of make test): 500 streams for 1 minute, then 500 multiplexed for 30 s, a few backend kills
 	go build -o bin/grpcws-soak ./cmd/grpcws-soak
 	bin/grpcws-soak -bridge bin/grpcws -streams 500 -duration 1m -kill-every 15s
+	bin/grpcws-soak -bridge bin/grpcws -streams 500 -duration 30s -kill-every 10s -mux-sockets 10
 
 .PHONY: build
 build: ## Build bin/grpcws

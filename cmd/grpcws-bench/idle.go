@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -98,5 +101,86 @@ func scale(ctx context.Context, e *env, n int, d time.Duration, w io.Writer) err
 	if fail.Load() > 0 {
 		return fmt.Errorf("scale: %d streams failed", fail.Load())
 	}
+	return nil
+}
+
+// idleMux opens n multiplexed streams spread over sockets sockets, each
+// after one round trip left idle, and reports the bridge's resident memory
+// per stream, as idle does for protocol v1. It measures a bridge started
+// for it, so that no memory freed by what ran before is reused.
+//
+// With profile, a directory, it also counts the bridge's goroutines per
+// stream and writes a goroutine and a heap profile of the bridge holding
+// the streams.
+func idleMux(ctx context.Context, e *env, n, sockets int, profile string, w io.Writer) error {
+	if err := e.restartBridge(ctx); err != nil {
+		return err
+	}
+	pid := e.bridge.Pid()
+	settle := func() { time.Sleep(2 * time.Second) }
+	settle()
+	before, err := procstat.RSS(pid)
+	if err != nil {
+		return err
+	}
+	var (
+		g0 int
+		m0 map[string]float64
+	)
+	if profile != "" {
+		if g0, err = e.goroutines(ctx, ""); err != nil {
+			return err
+		}
+		if m0, err = e.bridge.Metrics(ctx, http.DefaultClient); err != nil {
+			return err
+		}
+	}
+	t0 := time.Now()
+	ms := make([]*muxSocket, 0, sockets)
+	defer func() {
+		for _, m := range ms {
+			m.close()
+		}
+	}()
+	for range sockets {
+		m, err := dialMux(ctx, e.bridge.Addr)
+		if err != nil {
+			return fmt.Errorf("idle mux: %w", err)
+		}
+		ms = append(ms, m)
+	}
+	var next atomic.Int64
+	ps, err := openAll(ctx, e, func(ctx context.Context, e *env, size int) (pinger, error) {
+		return openOnMux(ms[next.Add(1)%int64(sockets)])(ctx, e, size)
+	}, n, 64)
+	if err != nil {
+		return fmt.Errorf("idle mux: %w", err)
+	}
+	opened := time.Since(t0)
+	settle()
+	after, err := procstat.RSS(pid)
+	if err == nil && profile != "" {
+		var g1 int
+		var m1 map[string]float64
+		if m1, err = e.bridge.Metrics(ctx, http.DefaultClient); err != nil {
+			return err
+		}
+		per := func(name string) float64 { return (m1[name] - m0[name]) / float64(n) / 1024 }
+		if g1, err = e.goroutines(ctx, filepath.Join(profile, "idle-mux-goroutines.txt")); err == nil {
+			fmt.Fprintf(w, "idle mux: bridge goroutines %d → %d: %.2f per idle stream; per idle stream %.1f KiB of goroutine stacks, %.1f KiB of heap in use (%.1f KiB live)\n",
+				g0, g1, float64(g1-g0)/float64(n), per("go_memstats_stack_inuse_bytes"), per("go_memstats_heap_inuse_bytes"), per("go_memstats_heap_alloc_bytes"))
+			var heap []byte
+			if heap, err = e.debug(ctx, "heap?gc=1"); err == nil {
+				err = os.WriteFile(filepath.Join(profile, "idle-mux-heap.pprof"), heap, 0o644)
+			}
+		}
+	}
+	closeAll(ps)
+	if err != nil {
+		return err
+	}
+	per := float64(after-before) / float64(n) / 1024
+	fmt.Fprintf(w, "idle mux: %d streams over %d sockets opened in %v; bridge RSS %.1f MiB → %.1f MiB: %.1f KiB per idle stream (target ≤ 8 KiB: %v)\n\n",
+		n, sockets, opened.Round(time.Millisecond), float64(before)/(1<<20), float64(after)/(1<<20), per, per <= 8)
 	return nil
 }

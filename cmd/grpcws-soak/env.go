@@ -32,7 +32,9 @@ type env struct {
 	backend *proc.Proc // nil while killed
 }
 
-func startEnv(ctx context.Context, bridgePath string) (*env, error) {
+// startEnv starts the backend and the bridge. muxStreams, when not 0, is
+// the most streams one multiplexed socket will carry.
+func startEnv(ctx context.Context, bridgePath string, muxStreams int) (*env, error) {
 	e := &env{ctx: ctx}
 	var err error
 	if e.self, err = os.Executable(); err != nil {
@@ -53,7 +55,19 @@ func startEnv(ctx context.Context, bridgePath string) (*env, error) {
 		return nil, err
 	}
 	defer logFile.Close() // the child has its own descriptor
-	e.bridge, err = proc.StartBridge(ctx, bridgePath, e.dir, e.backendAddr, echov1.File_examples_echo_v1_echo_proto, logFile, "--pprof")
+	args := []string{"--pprof"}
+	if muxStreams > 0 {
+		// A stream the client cancelled, or whose END it has read, may
+		// still count at the bridge for a moment: room for twice as many.
+		config := filepath.Join(e.dir, "soak.yaml")
+		doc := fmt.Sprintf("limits:\n  mux:\n    max_streams: %d\n", max(100, 2*muxStreams))
+		if err := os.WriteFile(config, []byte(doc), 0o600); err != nil {
+			e.close()
+			return nil, err
+		}
+		args = append(args, "--config", config)
+	}
+	e.bridge, err = proc.StartBridge(ctx, bridgePath, e.dir, e.backendAddr, echov1.File_examples_echo_v1_echo_proto, logFile, args...)
 	if err != nil {
 		e.close()
 		return nil, fmt.Errorf("bridge: %w", err)

@@ -11,11 +11,16 @@
 // and drops some clients before their RPC ends: a TCP reset, a TCP close
 // without a WebSocket close, or a clean WebSocket close.
 //
+// With -mux-sockets N the RPCs are streams of grpcws.mux.v1 instead, spread
+// over N long-lived sockets (mux.go); the client then drops RPCs by
+// cancelling them, and drops a whole socket every -mux-drop-every.
+//
 // At the end it checks, and exits 1 if a check fails:
 //   - no message lost, duplicated or reordered on an RPC that ended OK, and
 //     none duplicated or reordered on any other;
 //   - every RPC that failed got a status (an end frame, or a close code that
-//     carries one), consistent with its close code;
+//     carries one), consistent with its close code (multiplexed: an END
+//     frame);
 //   - no RPC outlived its time limit;
 //   - after a settle period, the bridge's goroutines and file descriptors
 //     are back to their baseline (within a small tolerance), it has no RPC
@@ -27,6 +32,7 @@
 //
 //	grpcws-soak -bridge bin/grpcws -streams 500 -duration 1m    # make soak-short
 //	grpcws-soak -bridge bin/grpcws -streams 10000 -duration 10m # make soak
+//	grpcws-soak -bridge bin/grpcws -streams 2000 -mux-sockets 40 # multiplexed
 //	grpcws-soak backend -listen 127.0.0.1:0                      # the backend alone (used by the above)
 package main
 
@@ -60,6 +66,9 @@ type options struct {
 	maxLife   time.Duration
 	settle    time.Duration
 	profile   string
+
+	muxSockets   int           // 0: protocol v1, a socket per RPC
+	muxDropEvery time.Duration // between socket drops
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -76,6 +85,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.maxLife, "max-life", 0, "longest planned life of one RPC (default: a quarter of -duration, at most 60s)")
 	fs.DurationVar(&o.settle, "settle", 5*time.Minute, "how long the bridge gets to return to its baseline after the load (the Go runtime returns free memory to the OS gradually)")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write the soak's own CPU profile to `file`")
+	fs.IntVar(&o.muxSockets, "mux-sockets", 0, "speak grpcws.mux.v1: spread the RPCs over this many sockets (0: protocol v1, a socket per RPC)")
+	fs.DurationVar(&o.muxDropEvery, "mux-drop-every", 10*time.Second, "with -mux-sockets: mean time between drops of a whole socket by the client (each 0.5 to 1.5 times this); 0: never")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -94,6 +105,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-sources %d: want 1 to 250", o.sources)
 	case o.maxLife < 0:
 		return o, fmt.Errorf("-max-life %v is negative", o.maxLife)
+	case o.muxSockets < 0 || o.muxSockets > o.streams:
+		return o, fmt.Errorf("-mux-sockets %d: want 0 to -streams (%d)", o.muxSockets, o.streams)
+	case o.muxDropEvery < 0:
+		return o, fmt.Errorf("-mux-drop-every %v is negative", o.muxDropEvery)
 	}
 	if o.sources == 0 {
 		o.sources = max(2, (o.streams+1999)/2000)
@@ -124,7 +139,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	e, err := startEnv(ctx, o.bridge)
+	perSocket := 0
+	if o.muxSockets > 0 {
+		perSocket = (o.streams + o.muxSockets - 1) / o.muxSockets
+	}
+	e, err := startEnv(ctx, o.bridge, perSocket)
 	if err != nil {
 		return err
 	}
@@ -135,6 +154,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "grpcws-soak: %d streams for %v (each living up to %v), %s, %.0f%% of clients dropped, seed %d, %d source addresses\n",
 		o.streams, o.duration, o.maxLife, kills, 100*o.drop, o.seed, o.sources)
+	if o.muxSockets > 0 {
+		drops := "no socket drops"
+		if o.muxDropEvery > 0 {
+			drops = fmt.Sprintf("a socket dropped about every %v", o.muxDropEvery)
+		}
+		fmt.Fprintf(stdout, "grpcws.mux.v1: %d sockets, up to %d streams each; dropped RPCs are cancelled; %s\n", o.muxSockets, perSocket, drops)
+	}
 	fmt.Fprintf(stdout, "bridge %s (pid %d, admin %s), backend %s\n\n", e.bridge.Addr, e.bridge.Pid(), e.bridge.Admin, e.backendAddr)
 
 	s, err := newSoak(ctx, e, o, stdout)

@@ -24,6 +24,7 @@ type soak struct {
 	dialers *dialers
 	url     string
 	out     io.Writer
+	pool    *muxPool // multiplexed mode only
 
 	nextID  atomic.Int64
 	began   time.Time
@@ -52,7 +53,7 @@ type tally struct {
 	examples    map[codes.Code]string
 	noStatus    []string // what the failed RPCs without a status got
 	noStatusN   int
-	dropped     [dropModes]int
+	dropped     [dropModes + 1]int
 	hung        int
 	sent, recvd int64
 
@@ -77,6 +78,9 @@ func newSoak(ctx context.Context, e *env, o options, out io.Writer) (*soak, erro
 		dialers: newDialers(o.sources),
 		url:     "ws://" + e.bridge.Addr + "/",
 		out:     out,
+	}
+	if o.muxSockets > 0 {
+		s.pool = newMuxPool(s.dialers, s.url, o.muxSockets)
 	}
 	s.t.failed = map[codes.Code]int{}
 	s.t.examples = map[codes.Code]string{}
@@ -131,6 +135,9 @@ func (s *soak) run(ctx context.Context) error {
 	if err := s.warmUp(ctx); err != nil {
 		return err
 	}
+	if s.pool != nil {
+		s.pool.close() // no socket open in the baseline; the load dials them again
+	}
 	if !sleep(ctx, time.Second) {
 		return ctx.Err()
 	}
@@ -154,6 +161,13 @@ func (s *soak) run(ctx context.Context) error {
 		defer close(killed)
 		s.killer(ctx, end)
 	}()
+	dropped := make(chan struct{})
+	go func() {
+		defer close(dropped)
+		if s.pool != nil {
+			s.pool.dropper(ctx, s.o.seed, s.o.muxDropEvery, end)
+		}
+	}()
 
 	var wg sync.WaitGroup
 	ramp := min(s.o.duration/6, 20*time.Second)
@@ -163,6 +177,10 @@ func (s *soak) run(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.loadEnd = time.Now()
+	<-dropped
+	if s.pool != nil {
+		s.pool.close()
+	}
 	<-killed
 	stopSampler()
 	<-sampled
@@ -182,7 +200,7 @@ func (s *soak) run(ctx context.Context) error {
 func (s *soak) warmUp(ctx context.Context) error {
 	for k := range kinds {
 		p := plan{id: s.nextID.Add(1), kind: k, life: 500 * time.Millisecond, msgs: 3, interval: 100 * time.Millisecond, payload: 16}
-		r := runStream(ctx, s.dialers, s.url, p)
+		r := s.runRPC(ctx, int(k), p)
 		if r.dialErr != nil || r.end == nil || r.end.GetCode() != 0 || r.lost+r.dup+r.reordered > 0 || len(r.protocol) > 0 {
 			return fmt.Errorf("warm-up %s RPC failed: %s", kindNames[k], describe(r))
 		}
@@ -205,7 +223,7 @@ func (s *soak) slot(ctx context.Context, i int, startAt, end time.Time) {
 			return
 		}
 		p := newPlan(rng, s.nextID.Add(1), s.o.maxLife, s.o.drop)
-		r := runStream(ctx, s.dialers, s.url, p)
+		r := s.runRPC(ctx, i, p)
 		if ok := s.record(r); !ok {
 			// A client backs off before it tries again.
 			if !sleep(ctx, 100*time.Millisecond+time.Duration(rng.Int64N(int64(900*time.Millisecond)))) {
@@ -213,6 +231,15 @@ func (s *soak) slot(ctx context.Context, i int, startAt, end time.Time) {
 			}
 		}
 	}
+}
+
+// runRPC runs one RPC of slot i: a WebSocket of its own, or a stream of
+// the slot's multiplexed socket.
+func (s *soak) runRPC(ctx context.Context, i int, p plan) result {
+	if s.pool != nil {
+		return runMuxStream(ctx, s.pool, i, p)
+	}
+	return runStream(ctx, s.dialers, s.url, p)
 }
 
 func describe(r result) string {
@@ -264,7 +291,7 @@ func (s *soak) record(r result) bool {
 		}
 	case r.end != nil:
 		code := codes.Code(r.end.GetCode())
-		if !v1wire.CloseAgrees(code, r.close) {
+		if !r.mux && !v1wire.CloseAgrees(code, r.close) {
 			t.mismatched++
 			if len(t.mismatchExamples) < maxExamples {
 				t.mismatchExamples = append(t.mismatchExamples, describe(r))
@@ -513,13 +540,31 @@ func (s *soak) report(w io.Writer) bool {
 		fmt.Fprintf(w, "  %s\n", e)
 	}
 	fmt.Fprintf(w, "dropped by the client   %8d (", droppedTotal)
+	if s.pool != nil {
+		fmt.Fprint(w, "with their socket: ")
+	}
 	for m := dropReset; m < dropModes; m++ {
 		if m > dropReset {
 			fmt.Fprint(w, ", ")
 		}
 		fmt.Fprintf(w, "%s %d", dropNames[m], t.dropped[m])
 	}
+	if s.pool != nil {
+		fmt.Fprintf(w, "; cancelled %d", t.dropped[dropCancel])
+	}
 	fmt.Fprintln(w, ")")
+	brokenN := 0
+	if p := s.pool; p != nil {
+		p.mu.Lock()
+		fmt.Fprintf(w, "multiplexed sockets     %8d dialled, %d dropped by the client (%s %d, %s %d, %s %d)\n", p.dials,
+			p.dropped[dropReset]+p.dropped[dropFIN]+p.dropped[dropClose],
+			dropNames[dropReset], p.dropped[dropReset], dropNames[dropFIN], p.dropped[dropFIN], dropNames[dropClose], p.dropped[dropClose])
+		brokenN = p.brokenN
+		for _, b := range p.broken {
+			fmt.Fprintf(w, "  bridge breached the protocol: %s\n", b)
+		}
+		p.mu.Unlock()
+	}
 	fmt.Fprintf(w, "messages sent           %8d\n", t.sent)
 	fmt.Fprintf(w, "messages received       %8d\n", t.recvd)
 
@@ -590,10 +635,14 @@ func (s *soak) report(w io.Writer) bool {
 			fmt.Sprintf("%d, %d, %d", t.okLost, t.okDup, t.okReordered)},
 		{"no message duplicated or reordered on the others", t.failDup+t.failReordered == 0, fmt.Sprintf("%d, %d", t.failDup, t.failReordered)},
 		{"every failed RPC got a status", t.noStatusN == 0, fmt.Sprintf("%d without", t.noStatusN)},
-		{"end frame and close code agree", t.mismatched == 0, fmt.Sprintf("%d disagree", t.mismatched)},
-		{"no breach of the protocol", t.protocolN == 0, fmt.Sprintf("%d RPCs", t.protocolN)},
-		{"no RPC outlived its life by 30s", t.hung == 0, fmt.Sprintf("%d", t.hung)},
 	}
+	if s.pool == nil { // a stream of grpcws.mux.v1 has no close code of its own
+		checks = append(checks, check{"end frame and close code agree", t.mismatched == 0, fmt.Sprintf("%d disagree", t.mismatched)})
+	}
+	checks = append(checks,
+		check{"no breach of the protocol", t.protocolN+brokenN == 0, fmt.Sprintf("%d RPCs, %d sockets", t.protocolN, brokenN)},
+		check{"no RPC outlived its life by 30s", t.hung == 0, fmt.Sprintf("%d", t.hung)},
+	)
 	if !s.bridgeCrashed {
 		settle := check{"the bridge settled", s.settleErr == nil, fmt.Sprint(s.settleErr)}
 		checks = append(checks, settle)

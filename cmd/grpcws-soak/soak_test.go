@@ -189,3 +189,57 @@ func TestRunStream(t *testing.T) {
 		}
 	}
 }
+
+// TestRunMuxStream runs each kind of RPC as a stream of one multiplexed
+// socket through an in-process bridge, then cancels one of each kind, and
+// drops the socket under RPCs of every kind in each way.
+func TestRunMuxStream(t *testing.T) {
+	t.Parallel()
+	url := startBridge(t)
+	pool := newMuxPool(newDialers(2), url, 1)
+	defer pool.close()
+	ctx := testContext(t)
+	for k := range kinds {
+		p := plan{id: int64(k) + 1, kind: k, life: 300 * time.Millisecond, msgs: 3, interval: 50 * time.Millisecond, payload: 32}
+		r := runMuxStream(ctx, pool, 0, p)
+		if r.end == nil || r.end.GetCode() != 0 || r.lost+r.dup+r.reordered > 0 || len(r.protocol) > 0 || r.dropped {
+			t.Errorf("%s: %s; want OK, nothing lost", kindNames[k], describe(r))
+		}
+	}
+	for k := range kinds {
+		p := plan{id: 10 + int64(k), kind: k, life: time.Second, msgs: 10, interval: 100 * time.Millisecond, drop: dropReset, dropAt: 150 * time.Millisecond}
+		r := runMuxStream(ctx, pool, 0, p)
+		if !r.dropped || r.drop != dropCancel || r.hung || r.dup+r.reordered > 0 || len(r.protocol) > 0 {
+			t.Errorf("%s cancelled: %s; want dropped by CANCEL, nothing duplicated or reordered", kindNames[k], describe(r))
+		}
+	}
+	for m := dropReset; m < dropModes; m++ {
+		results := make(chan result, kinds)
+		for k := range kinds {
+			p := plan{id: 100 + int64(m)*10 + int64(k), kind: k, life: 2 * time.Second, msgs: 20, interval: 100 * time.Millisecond}
+			go func() { results <- runMuxStream(ctx, pool, 0, p) }()
+		}
+		time.Sleep(300 * time.Millisecond)
+		sock, err := pool.get(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sock.drop(m)
+		for range kinds {
+			r := <-results
+			if !r.dropped || r.drop != m || r.hung || r.dup+r.reordered > 0 || len(r.protocol) > 0 {
+				t.Errorf("%s on a socket dropped by %s: %s; want dropped, nothing duplicated or reordered", kindNames[r.kind], dropNames[m], describe(r))
+			}
+		}
+	}
+	// The pool dials a new socket for the next RPC.
+	r := runMuxStream(ctx, pool, 0, plan{id: 1000, kind: bidi, life: 300 * time.Millisecond, msgs: 3, interval: 50 * time.Millisecond})
+	if r.end.GetCode() != 0 || r.end == nil {
+		t.Errorf("after the drops: %s; want OK", describe(r))
+	}
+	pool.mu.Lock()
+	defer pool.mu.Unlock()
+	if pool.dials != 1+int(dropModes-1) || pool.brokenN != 0 {
+		t.Errorf("%d sockets dialled, %d breaches; want %d, 0", pool.dials, pool.brokenN, 1+int(dropModes-1))
+	}
+}

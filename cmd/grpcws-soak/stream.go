@@ -52,9 +52,14 @@ const (
 	dropFIN            // TCP close, no WebSocket close
 	dropClose          // WebSocket close 1000 before the end: a cancel
 	dropModes
+
+	// dropCancel is a CANCEL of one stream of grpcws.mux.v1 (the
+	// multiplexed mode's per-RPC drop; the other modes drop a whole
+	// socket there).
+	dropCancel = dropModes
 )
 
-var dropNames = [dropModes]string{"", "TCP reset", "TCP close", "WebSocket close"}
+var dropNames = [dropModes + 1]string{"", "TCP reset", "TCP close", "WebSocket close", "CANCEL"}
 
 // Pacing of every RPC, chosen at random within these bounds.
 const (
@@ -107,6 +112,7 @@ type result struct {
 	close                websocket.StatusCode
 	reason               string
 	dropped              bool // the client dropped it before its end
+	mux                  bool // a stream of grpcws.mux.v1: no close code of its own
 	hung                 bool // it outlived its life and the slack
 	lost, dup, reordered int
 	protocol             []string // breaches of protocol v1
