@@ -432,7 +432,7 @@ func (c *muxConn) open(id uint32, p []byte) *failure {
 		return refuse(RefusedOverLimit, f)
 	}
 	s := &muxStream{c: c, id: id, route: rt, json: json, window: int64(c.ours.StreamWindow), release: release,
-		ready: make(chan struct{}, 1), copied: make(chan struct{}, 1)}
+		ready: make(chan struct{}, 1), copied: make(chan struct{}, 1), stop: make(chan struct{})}
 	c.mu.Lock()
 	s.sendWindow = int64(c.peer.StreamWindow)
 	c.streams[id] = s
@@ -597,6 +597,7 @@ type muxStream struct {
 	cancelled atomic.Bool // the client sent CANCEL: the bridge sends nothing more
 	ready     chan struct{}
 	copied    chan struct{} // the writer took this stream's frame
+	stop      chan struct{} // closed when the stream stops
 
 	release  func() // the place in the limits
 	detached bool   // guarded by c.mu
@@ -841,7 +842,7 @@ func (s *muxStream) writeWait(typ muxwire.Type, flags uint8, p []byte) error {
 	if s.cancelled.Load() || s.isStopped() {
 		return errStreamStopped
 	}
-	if !s.c.out.frameWait(typ, flags, s.id, p, s.copied) {
+	if !s.c.out.frameWait(typ, flags, s.id, p, s.copied, s.stop) {
 		return errStreamStopped
 	}
 	return nil
@@ -871,7 +872,10 @@ func (s *muxStream) end(st *status.Status, trailers metadata.MD, _ *failure) err
 // gives up. The session still writes its END, unless the client is gone.
 func (s *muxStream) abort() {
 	s.mu.Lock()
-	s.stopped = true
+	if !s.stopped {
+		s.stopped = true
+		close(s.stop)
+	}
 	s.mu.Unlock()
 	s.wake()
 	s.c.mu.Lock()
@@ -894,6 +898,7 @@ type muxWriter struct {
 	stopped  bool
 	closeMsg *websocket.CloseError // close the connection once the queue is empty
 	batch    []byte                // run's alone
+	stall    watchdog              // run's alone
 }
 
 type muxOut struct {
@@ -916,7 +921,7 @@ func (w *muxWriter) frame(typ muxwire.Type, flags uint8, stream uint32, p []byte
 
 // frameWait queues a frame and waits until the writer has copied its
 // payload, or has stopped.
-func (w *muxWriter) frameWait(typ muxwire.Type, flags uint8, stream uint32, p []byte, copied chan struct{}) bool {
+func (w *muxWriter) frameWait(typ muxwire.Type, flags uint8, stream uint32, p []byte, copied chan struct{}, stop <-chan struct{}) bool {
 	if !w.push(muxOut{hdr: muxwire.Header{Length: len(p), Type: typ, Flags: flags, StreamID: stream}, p: p, copied: copied}) {
 		return false
 	}
@@ -925,7 +930,26 @@ func (w *muxWriter) frameWait(typ muxwire.Type, flags uint8, stream uint32, p []
 		return true
 	case <-w.done:
 		return false
+	case <-stop:
+		return w.withdraw(copied)
 	}
+}
+
+// withdraw takes back a frame queued with frameWait, whose sender stops
+// waiting: the writer must not read its payload later. It reports whether
+// the frame had been copied already.
+func (w *muxWriter) withdraw(copied chan struct{}) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, o := range w.queue {
+		if o.copied == copied {
+			w.queue = append(w.queue[:i], w.queue[i+1:]...)
+			return false
+		}
+	}
+	// The writer copies under w.mu and signals at once: the signal is there.
+	<-copied
+	return true
 }
 
 func (w *muxWriter) push(o muxOut) bool {
@@ -971,6 +995,8 @@ func (w *muxWriter) stop() {
 
 func (w *muxWriter) run() {
 	defer close(w.done)
+	w.stall.init(w.c.h.cfg.writeTimeout, func() { _ = w.c.conn.CloseNow() }) // a client that takes no data
+	defer w.stall.stop()
 	for range w.wake {
 		for {
 			w.mu.Lock()
@@ -1009,9 +1035,9 @@ func (w *muxWriter) run() {
 			clear(w.queue[:n])
 			w.queue = w.queue[n:]
 			w.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), w.c.h.cfg.writeTimeout)
-			err := w.c.conn.Write(ctx, websocket.MessageBinary, w.batch)
-			cancel()
+			// The watchdog, not a context: a deadline context per write
+			// costs a timer in the WebSocket layer each time.
+			err := w.stall.guard(func() error { return w.c.conn.Write(context.Background(), websocket.MessageBinary, w.batch) })
 			if err != nil {
 				w.c.log.Debug("grpcws: write failed: closing", slog.Any("error", err))
 				_ = w.c.conn.CloseNow() // the reader sees it and ends the streams

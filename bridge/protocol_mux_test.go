@@ -711,3 +711,48 @@ func TestMuxConnectionCredit(t *testing.T) {
 		t.Errorf("upload: %v, %v", s.Status, &res)
 	}
 }
+
+// TestMuxClientNotReading: a client that reads nothing at all is dropped
+// after the write timeout, and its backend streams are cancelled.
+func TestMuxClientNotReading(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	f := newFixture(t, bridge.WithWriteTimeout(time.Second))
+	ws, res, err := websocket.Dial(ctx, f.url, &websocket.DialOptions{Subprotocols: []string{bridge.Multiplexed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Body != nil {
+		res.Body.Close()
+	}
+	defer ws.CloseNow()
+	big := bigWindows.Append(nil)
+	req := mustMarshal(t, &echov1.TickerRequest{Message: strings.Repeat("x", 60<<10)})
+	msg := muxwire.AppendFrame(nil, muxwire.TypeSettings, 0, 0, big)
+	msg = append(msg, muxtest.Open(t, 1, tickerRoute, nil, "")...)
+	msg = append(msg, muxtest.Message(1, req, 16<<10)...)
+	if err := ws.Write(ctx, websocket.MessageBinary, msg); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing reads the socket: once the kernel's buffers are full, the
+	// bridge's writes stall.
+	if _, err := f.backend.WaitCall(ctx, "/examples.echo.v1.EchoService/Ticker"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.backend.WaitIdle(ctx); err != nil {
+		t.Fatalf("the backend stream was not cancelled: %v", err)
+	}
+	// The bridge has dropped the connection: what the kernel buffered
+	// reads, then the end, not a wait.
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ws.SetReadLimit(-1)
+	for {
+		if _, _, err := ws.Read(rctx); err != nil {
+			if rctx.Err() != nil {
+				t.Fatalf("the connection is still open: %v", err)
+			}
+			break
+		}
+	}
+}
