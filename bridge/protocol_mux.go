@@ -762,33 +762,47 @@ func (s *muxStream) sendHeader(md metadata.MD) error {
 }
 
 func (s *muxStream) send(data mem.BufferSlice) (int, error) {
-	var b []byte
-	switch {
-	case s.json:
+	parts := make([][]byte, 0, len(data))
+	if s.json {
 		out, f := s.c.h.toJSON(s.route, data)
 		if f != nil {
 			return 0, f
 		}
-		b = out
-	case len(data) == 1:
-		b = data[0].ReadOnlyData()
-	default:
-		b = data.Materialize()
+		parts = append(parts, out)
+	} else {
+		// A large message comes in several buffers: its frames are cut
+		// from each as it is, not from a copy of them all.
+		for _, b := range data {
+			parts = append(parts, b.ReadOnlyData())
+		}
 	}
-	size := len(b)
-	for first := true; first || len(b) > 0; first = false {
-		n, err := s.credit(len(b))
-		if err != nil {
+	size := 0
+	for _, b := range parts {
+		size += len(b)
+	}
+	if size == 0 { // one empty DATA frame
+		if _, err := s.credit(0); err != nil {
 			return 0, err
 		}
-		flags := uint8(0)
-		if n == len(b) {
-			flags = muxwire.FlagEndMessage
+		return 0, s.writeWait(muxwire.TypeData, muxwire.FlagEndMessage, nil)
+	}
+	left := size
+	for _, b := range parts {
+		for len(b) > 0 {
+			n, err := s.credit(len(b))
+			if err != nil {
+				return 0, err
+			}
+			left -= n
+			flags := uint8(0)
+			if left == 0 {
+				flags = muxwire.FlagEndMessage
+			}
+			if err := s.writeWait(muxwire.TypeData, flags, b[:n]); err != nil {
+				return 0, err
+			}
+			b = b[n:]
 		}
-		if err := s.writeWait(muxwire.TypeData, flags, b[:n]); err != nil {
-			return 0, err
-		}
-		b = b[n:]
 	}
 	return size, nil
 }
