@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -754,5 +755,55 @@ func TestMuxClientNotReading(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestMuxHandshakeMetadata: what the handshake carries (query metadata,
+// chosen headers and cookies) reaches every stream, under the same rules
+// as v1; and the access log has a line per stream.
+func TestMuxHandshakeMetadata(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	var logs lockedBuffer
+	f := newFixture(t, bridge.WithMetadataHeaders("x-tenant"), bridge.WithMetadataCookies("session"),
+		bridge.WithAccessLog(true), bridge.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
+	header := http.Header{"X-Tenant": {"acme"}, "X-Other": {"dropped"}, "Cookie": {"session=s1; other=o1"}}
+	c := muxtest.Dial(t, ctx, f.url+"?x-q=1", header, bigWindows)
+	for _, id := range []uint32{1, 3} {
+		c.Send(t, ctx, muxtest.Open(t, id, echoRoute, metadata.Pairs("x-own", fmt.Sprint(id)), ""), muxtest.Data(id, nil, true))
+		if s := c.WaitEnd(t, ctx, id); s.Status.Code() != codes.OK {
+			t.Fatalf("stream %d: %v", id, s.Status)
+		}
+	}
+	calls := f.backend.Calls()
+	if len(calls) != 2 {
+		t.Fatalf("%d backend calls; want 2", len(calls))
+	}
+	for _, call := range calls {
+		md := call.MD
+		if got := md.Get("x-tenant"); len(got) != 1 || got[0] != "acme" {
+			t.Errorf("x-tenant %v", got)
+		}
+		if got := md.Get("x-q"); len(got) != 1 || got[0] != "1" {
+			t.Errorf("x-q %v", got)
+		}
+		if got := md.Get("cookie"); len(got) != 1 || got[0] != "session=s1" {
+			t.Errorf("cookie %v", got)
+		}
+		if len(md.Get("x-other")) != 0 || len(md.Get("x-own")) != 1 {
+			t.Errorf("metadata %v", md)
+		}
+	}
+	// One access line per stream, with its id, once both have ended.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		text := logs.String()
+		if strings.Count(text, `"msg":"grpcws: rpc"`) == 2 && strings.Contains(text, `"stream":1`) && strings.Contains(text, `"stream":3`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access log:\n%s", text)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
