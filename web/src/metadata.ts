@@ -1,6 +1,5 @@
-import type { Metadata } from "./gen/grpcws/v1/control_pb.js";
-
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { Metadata } from "./gen/grpcws/v1/control_pb.js";
 
 /**
  * RequestWire is where request headers travel on a WebSocket, which a
